@@ -1,0 +1,431 @@
+"""Shapley estimators over a batched value function on coalitions.
+
+The model is out of scope here: a caller supplies ``value_fn(coalitions) -> values`` where
+``coalitions`` is a bool array [K, P] (True = player visible) and ``values`` is float [K]. Model
+evaluations dominate the cost, so every estimator asks for coalitions in large batches, never
+evaluates a coalition twice (``CoalitionCache``) and reports its cost in coalition evaluations.
+
+- ``exact_shapley``: all 2^P coalitions in one call.
+- ``shapley_from_subset_values``: exact values from a table that already exists (eval-subsets).
+- ``PermutationSampler``: antithetic permutation sampling with standard errors, a tolerance and a
+  budget; shards run disjoint pairs and ``merge`` pools them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import comb
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from miam_cli.errors import UserError
+
+ValueFn = Callable[[np.ndarray], np.ndarray]
+
+# 2^16 coalitions is already 65,536 model evaluations; beyond that sampling is the sane choice.
+EXACT_MAX_PLAYERS = 16
+
+
+class TooManyPlayersError(UserError, ValueError):
+    """Exact Shapley was asked for more players than enumeration can afford."""
+
+
+class CoalitionCache:
+    """Wraps a value function: batches the coalitions it has not seen yet into one call and
+    remembers every value, keyed by the coalition's packed bits."""
+
+    def __init__(self, value_fn: ValueFn, num_players: int):
+        self.value_fn = value_fn
+        self.num_players = num_players
+        self._values: dict[bytes, float] = {}
+        self.calls = 0  # value_fn invocations
+        self.evaluations = 0  # coalitions sent to value_fn (the cost)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def complete(self) -> bool:
+        """True once every one of the 2^P coalitions has a value."""
+        return len(self._values) == 2**self.num_players
+
+    @staticmethod
+    def keys(coalitions: np.ndarray) -> list[bytes]:
+        return [row.tobytes() for row in np.packbits(coalitions, axis=1)]
+
+    def new_keys(self, keys: Iterable[bytes]) -> dict[bytes, int]:
+        """Uncached keys, first occurrence only, mapped to their row index."""
+        new: dict[bytes, int] = {}
+        for row, key in enumerate(keys):
+            if key not in self._values and key not in new:
+                new[key] = row
+        return new
+
+    def values(self, coalitions: np.ndarray, keys: list[bytes] | None = None) -> np.ndarray:
+        coalitions = np.asarray(coalitions, dtype=bool)
+        keys = self.keys(coalitions) if keys is None else keys
+        new = self.new_keys(keys)
+        if new:
+            self._store(new, coalitions[list(new.values())])
+        return np.fromiter((self._values[k] for k in keys), dtype=np.float64, count=len(keys))
+
+    def _store(self, new: dict[bytes, int], coalitions: np.ndarray) -> None:
+        out = np.asarray(self.value_fn(coalitions), dtype=np.float64).reshape(-1)
+        if out.shape[0] != coalitions.shape[0]:
+            raise ValueError(
+                f"value function returned {out.shape[0]} values for {coalitions.shape[0]} coalitions"
+            )
+        self.calls += 1
+        self.evaluations += coalitions.shape[0]
+        self._values.update(zip(new, out.tolist()))
+
+
+@dataclass
+class ConvergenceTracker:
+    """Per-player running mean and sum of squared deviations (Welford), updated a batch at a
+    time and mergeable across shards with Chan et al.'s parallel formula."""
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, num_players: int) -> ConvergenceTracker:
+        return cls(0, np.zeros(num_players), np.zeros(num_players))
+
+    def update(self, samples: np.ndarray) -> None:
+        """Add samples [n, P]; a batch is folded in as one more Welford state."""
+        samples = np.asarray(samples, dtype=np.float64)
+        mean = samples.mean(axis=0)
+        batch = ConvergenceTracker(len(samples), mean, ((samples - mean) ** 2).sum(axis=0))
+        self._absorb(batch)
+
+    def _absorb(self, other: ConvergenceTracker) -> None:
+        total = self.count + other.count
+        if other.count == 0:
+            return
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / total)
+        self.count = total
+
+    @classmethod
+    def merge(cls, trackers: Sequence[ConvergenceTracker]) -> ConvergenceTracker:
+        pooled = cls.empty(len(trackers[0].mean))
+        for tracker in trackers:
+            pooled._absorb(tracker)
+        return pooled
+
+    @property
+    def std_errors(self) -> np.ndarray:
+        if self.count < 2:  # no spread is known from fewer than two samples
+            return np.full_like(self.mean, np.inf)
+        return np.sqrt(self.m2 / (self.count - 1) / self.count)
+
+    def converged(self, tolerance: float, min_count: int) -> bool:
+        """Largest standard error below ``tolerance`` times the spread of the estimates."""
+        if self.count < max(min_count, 2):
+            return False
+        spread = float(self.mean.max() - self.mean.min())
+        return float(self.std_errors.max()) <= tolerance * spread
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ConvergenceTracker:
+        return cls(int(data["count"]), np.asarray(data["mean"], float), np.asarray(data["m2"], float))
+
+
+@dataclass
+class ShapleyResult:
+    players: list[str]
+    values: np.ndarray
+    std_errors: np.ndarray
+    evaluations: int
+    v_all: float
+    v_none: float
+    method: str  # 'exact' | 'permutation'
+    converged: bool
+    # Sampling state, kept so that shards can be pooled exactly (None for exact results).
+    tracker: ConvergenceTracker | None = field(default=None, repr=False)
+
+    @property
+    def efficiency_gap(self) -> float:
+        """Σφ − (v(all) − v(none)); zero up to rounding for exact values and for any whole
+        number of permutations, since each permutation's contributions telescope."""
+        return float(self.values.sum() - (self.v_all - self.v_none))
+
+    def to_records(self) -> list[dict]:
+        return [
+            {"player": p, "phi": float(v), "std_error": _finite_or_none(s),
+             "evaluations": self.evaluations}
+            for p, v, s in zip(self.players, self.values, self.std_errors)
+        ]
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "players": list(self.players),
+            "values": self.values.tolist(),
+            "std_errors": [_finite_or_none(s) for s in self.std_errors],
+            "evaluations": self.evaluations,
+            "v_all": self.v_all,
+            "v_none": self.v_none,
+            "converged": self.converged,
+            "efficiency_gap": self.efficiency_gap,
+            "tracker": None if self.tracker is None else self.tracker.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> ShapleyResult:
+        """Inverse of ``to_dict``: lets shards written as JSON be merged."""
+        tracker = data.get("tracker")
+        return cls(
+            players=list(data["players"]),
+            values=np.asarray(data["values"], float),
+            std_errors=np.array([np.inf if s is None else s for s in data["std_errors"]], float),
+            evaluations=int(data["evaluations"]),
+            v_all=float(data["v_all"]),
+            v_none=float(data["v_none"]),
+            method=data["method"],
+            converged=bool(data["converged"]),
+            tracker=None if tracker is None else ConvergenceTracker.from_dict(tracker),
+        )
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _player_names(player_names: Sequence[str] | None, num_players: int) -> list[str]:
+    if player_names is None:
+        return [f"p{i}" for i in range(num_players)]
+    if len(player_names) != num_players:
+        raise ValueError(f"{len(player_names)} player names for {num_players} players")
+    return [str(p) for p in player_names]
+
+
+def all_coalitions(num_players: int) -> np.ndarray:
+    """Bool [2^P, P]; row m is the coalition whose bitmask is m (bit i = player i)."""
+    masks = np.arange(2**num_players)
+    return ((masks[:, None] >> np.arange(num_players)) & 1).astype(bool)
+
+
+def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
+    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask."""
+    masks = np.arange(2**num_players)
+    sizes = all_coalitions(num_players).sum(axis=1)
+    weights = np.array([1.0 / (num_players * comb(num_players - 1, s)) for s in range(num_players)])
+    phi = np.empty(num_players)
+    for i in range(num_players):
+        without = masks[(masks >> i) & 1 == 0]
+        phi[i] = weights[sizes[without]] @ (table[without | (1 << i)] - table[without])
+    return phi
+
+
+def _exact_result(table: np.ndarray, players: list[str], evaluations: int) -> ShapleyResult:
+    p = len(players)
+    return ShapleyResult(
+        players=players, values=_shapley_from_table(table, p), std_errors=np.zeros(p),
+        evaluations=evaluations, v_all=float(table[-1]), v_none=float(table[0]),
+        method="exact", converged=True,
+    )
+
+
+def exact_shapley(
+    value_fn: ValueFn | CoalitionCache,
+    num_players: int,
+    player_names: Sequence[str] | None = None,
+    max_players: int = EXACT_MAX_PLAYERS,
+) -> ShapleyResult:
+    """Exact Shapley values from all 2^P coalitions, evaluated in one batched call."""
+    if not 1 <= num_players <= max_players:
+        raise TooManyPlayersError(
+            f"exact Shapley needs 2^{num_players} coalition evaluations; use it for 1 to "
+            f"{max_players} players and permutation sampling above that"
+        )
+    players = _player_names(player_names, num_players)
+    cache = _as_cache(value_fn, num_players)
+    before = cache.evaluations
+    table = cache.values(all_coalitions(num_players))
+    return _exact_result(table, players, cache.evaluations - before)
+
+
+def shapley_from_subset_values(
+    values: Mapping[frozenset[int], float],
+    num_players: int,
+    player_names: Sequence[str] | None = None,
+) -> ShapleyResult:
+    """Exact Shapley values from already-computed subset values (e.g. eval-subsets results).
+
+    ``values`` maps every subset of ``range(num_players)``, the empty set included, to v(S).
+    No evaluation is made, so ``evaluations`` is 0.
+    """
+    table = np.full(2**num_players, np.nan)
+    for subset, v in values.items():
+        if any(not 0 <= i < num_players for i in subset):
+            raise ValueError(f"subset {sorted(subset)} names a player outside 0..{num_players - 1}")
+        table[sum(1 << i for i in subset)] = v
+    missing = np.flatnonzero(np.isnan(table))
+    if missing.size:
+        shown = [sorted(np.flatnonzero(all_coalitions(num_players)[m]).tolist()) for m in missing[:5]]
+        raise ValueError(
+            f"{missing.size} of {2**num_players} subset values are missing (the empty set "
+            f"counts), e.g. {shown}"
+        )
+    return _exact_result(table, _player_names(player_names, num_players), evaluations=0)
+
+
+def _as_cache(value_fn: ValueFn | CoalitionCache, num_players: int) -> CoalitionCache:
+    if isinstance(value_fn, CoalitionCache):
+        return value_fn
+    return CoalitionCache(value_fn, num_players)
+
+
+def antithetic_permutations(seed: int, first_pair: int, num_pairs: int, num_players: int) -> np.ndarray:
+    """[2·num_pairs, P]: rows 2k and 2k+1 are pair ``first_pair + k`` and its reverse.
+
+    Each pair's permutation depends only on (seed, pair index), not on batching, so shards that
+    run disjoint pair ranges reproduce exactly the permutations of one run over all of them."""
+    perms = np.empty((2 * num_pairs, num_players), dtype=np.int64)
+    for k in range(num_pairs):
+        perm = np.random.default_rng([seed, first_pair + k]).permutation(num_players)
+        perms[2 * k], perms[2 * k + 1] = perm, perm[::-1]
+    return perms
+
+
+def prefix_coalitions(perms: np.ndarray) -> np.ndarray:
+    """Bool [B, P+1, P]: coalition t of permutation b holds its first t players."""
+    ranks = np.argsort(perms, axis=1)  # ranks[b, i] = position of player i in perms[b]
+    steps = np.arange(perms.shape[1] + 1)
+    return ranks[:, None, :] < steps[None, :, None]
+
+
+def pair_samples(perms: np.ndarray, prefix_values: np.ndarray) -> np.ndarray:
+    """One sample per antithetic pair [B/2, P]: each player's marginal contribution averaged
+    over the permutation and its reverse (the pair is the unit for the standard error)."""
+    ranks = np.argsort(perms, axis=1)
+    marginal = np.take_along_axis(prefix_values, ranks + 1, axis=1) - np.take_along_axis(
+        prefix_values, ranks, axis=1
+    )
+    return marginal.reshape(-1, 2, perms.shape[1]).mean(axis=1)
+
+
+class PermutationSampler:
+    """Antithetic permutation sampling of Shapley values.
+
+    Each draw is a permutation π and its reverse; the P+1 prefix coalitions of a whole batch of
+    pairs go to the value function in one call. Sampling stops when the largest standard error
+    is at most ``tolerance`` × (max φ − min φ) (after ``min_pairs`` pairs), when the next pair
+    would exceed ``budget`` coalition evaluations, or after ``pairs`` pairs when those are asked
+    for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
+    asked for, the exact values come from the cache at no further cost.
+    """
+
+    def __init__(
+        self,
+        value_fn: ValueFn | CoalitionCache,
+        num_players: int,
+        budget: int | None,
+        tolerance: float = 0.01,
+        batch_permutations: int = 64,
+        seed: int = 0,
+        player_names: Sequence[str] | None = None,
+        min_pairs: int = 8,
+    ):
+        if num_players < 1:
+            raise ValueError("permutation sampling needs at least one player")
+        if batch_permutations < 2:
+            raise ValueError("batch_permutations must be at least 2 (one antithetic pair)")
+        self.cache = _as_cache(value_fn, num_players)
+        self.num_players = num_players
+        self.budget = budget
+        self.tolerance = tolerance
+        self.batch_pairs = batch_permutations // 2
+        self.seed = seed
+        self.players = _player_names(player_names, num_players)
+        self.min_pairs = min_pairs
+
+    def run(self, pairs: int | None = None, seed: int | None = None, first_pair: int = 0) -> ShapleyResult:
+        """Sample pairs ``first_pair, first_pair+1, ...`` of the stream ``seed``.
+
+        With ``pairs`` set, exactly that many are run (budget permitting) and the tolerance is not
+        checked: shard i of n runs ``run(pairs=m, first_pair=i*m)`` and ``merge`` pools them.
+        """
+        if pairs is not None and pairs < 1:
+            raise ValueError(f"pairs must be at least 1, got {pairs}")
+        seed = self.seed if seed is None else seed
+        tracker = ConvergenceTracker.empty(self.num_players)
+        start = self.cache.evaluations
+        while pairs is None or tracker.count < pairs:
+            wanted = self.batch_pairs if pairs is None else min(self.batch_pairs, pairs - tracker.count)
+            perms = antithetic_permutations(seed, first_pair + tracker.count, wanted, self.num_players)
+            coalitions = prefix_coalitions(perms).reshape(-1, self.num_players)
+            keys = self.cache.keys(coalitions)
+            affordable = self._affordable_pairs(keys, start)
+            if affordable:
+                rows = affordable * 2 * (self.num_players + 1)
+                prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
+                tracker.update(pair_samples(perms[: 2 * affordable], prefix_values.reshape(2 * affordable, -1)))
+            if affordable < wanted:  # budget spent
+                break
+            if pairs is None and self.cache.complete:
+                return _exact_result(self.cache.values(all_coalitions(self.num_players)),
+                                     self.players, self.cache.evaluations - start)
+            if pairs is None and tracker.converged(self.tolerance, self.min_pairs):
+                break
+        if tracker.count == 0:
+            raise ValueError(
+                f"budget of {self.budget} coalition evaluations cannot pay for one antithetic pair "
+                f"(up to {2 * self.num_players} evaluations for {self.num_players} players)"
+            )
+        return self._result(tracker, self.cache.evaluations - start)
+
+    def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
+        """How many leading pairs of the batch fit in what is left of the budget."""
+        rows_per_pair = 2 * (self.num_players + 1)
+        num_pairs = len(keys) // rows_per_pair
+        if self.budget is None:
+            return num_pairs
+        left = self.budget - (self.cache.evaluations - start)
+        new: set[bytes] = set()
+        for k in range(num_pairs):
+            new.update(self.cache.new_keys(keys[k * rows_per_pair : (k + 1) * rows_per_pair]))
+            if len(new) > left:
+                return k
+        return num_pairs
+
+    def _result(self, tracker: ConvergenceTracker, evaluations: int) -> ShapleyResult:
+        empty, full = np.zeros((1, self.num_players), bool), np.ones((1, self.num_players), bool)
+        return ShapleyResult(
+            players=self.players, values=tracker.mean.copy(), std_errors=tracker.std_errors,
+            evaluations=evaluations,
+            v_all=float(self.cache.values(full)[0]), v_none=float(self.cache.values(empty)[0]),
+            method="permutation", converged=tracker.converged(self.tolerance, self.min_pairs),
+            tracker=tracker,
+        )
+
+
+def merge(results: Sequence[ShapleyResult], tolerance: float = 0.01, min_pairs: int = 8) -> ShapleyResult:
+    """Pool shard results: the same means and standard errors as one run over all their pairs.
+
+    Evaluations add up (each shard has its own cache). An exact result makes sampling moot and
+    is returned as it is."""
+    if not results:
+        raise ValueError("nothing to merge")
+    exact = [r for r in results if r.method == "exact"]
+    if exact:
+        return exact[0]
+    if any(r.tracker is None for r in results):
+        raise ValueError("a permutation result without its sampling state cannot be merged")
+    if any(r.players != results[0].players for r in results):
+        raise ValueError("shards disagree on the players")
+    tracker = ConvergenceTracker.merge([r.tracker for r in results])
+    first = results[0]
+    return ShapleyResult(
+        players=list(first.players), values=tracker.mean.copy(), std_errors=tracker.std_errors,
+        evaluations=sum(r.evaluations for r in results), v_all=first.v_all, v_none=first.v_none,
+        method="permutation", converged=tracker.converged(tolerance, min_pairs), tracker=tracker,
+    )

@@ -1,0 +1,61 @@
+"""The `miam` command: a thin typer shell over the library; see docs/cli.md for the reference."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from miam_cli.cli import data_commands
+from miam_cli.errors import RuntimeFailure, UserError
+
+app = typer.Typer(
+    name="miam",
+    help=(
+        "MIAM toolkit: prepare multimodal ecological data, train transformers with Modality "
+        "Imbalance-Aware Masking, evaluate on every subset of modalities, explain with Shapley values.\n\n"
+        "Example: miam demo"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+data_commands.register(app)
+
+
+def _register_optional() -> None:
+    """Stages register themselves here as they exist (keeps this file free of logic)."""
+    from miam_cli.cli import model_commands
+
+    model_commands.register(app)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line on stderr and exit 2, never a traceback."""
+    from miam_cli.cli.common import err
+
+    try:
+        app(args=argv, prog_name="miam", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:  # usage errors: click's own message, exit 2
+        e.show(file=sys.stderr)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except UserError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except RuntimeFailure as e:
+        err.print(f"[red]failed:[/] {e}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(0)

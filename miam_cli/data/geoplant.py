@@ -1,0 +1,381 @@
+"""GeoPlant (GeoLifeCLEF 2024 Kaggle and 2025) presence-absence surveys -> token store.
+
+Modalities (names are part of the store contract):
+- `tabular`   one token per environmental variable (bioclimatic, soil, elevation, land cover, human
+              footprint CSVs), 1 feature each;
+- `sentinel2` one token per band (red, green, blue, nir) x sub-patch of a `grid` x `grid` cut of the
+              patch (GLC24: 128 px RGB + NIR JPEGs; GLC25: 64 px 4-band GeoTIFF);
+- `landsat`   one token per year 2000..2020, features = 6 bands x 4 quarters;
+- `bioclim`   one token per year 2000..2018, features = 4 variables x 12 months.
+A file that is missing, unreadable or of the wrong shape marks that sample's modality missing and is
+recorded as a fault; NaN marks the affected tokens missing (done by the store writer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from miam_cli.data.split import spatial_block_split, split_from_data
+from miam_cli.errors import UserError
+from miam_cli.store.schema import ModalitySpec, TaskSpec
+from miam_cli.store.writer import ChunkData, StorePlan
+
+BANDS = ["red", "green", "blue", "nir"]
+LANDSAT_BANDS = ["red", "green", "blue", "nir", "swir1", "swir2"]
+LANDSAT_YEARS = list(range(2000, 2021))
+BIOCLIM_YEARS = list(range(2000, 2019))
+BIOCLIM_VARS = ["pr", "tas", "tasmin", "tasmax"]
+LANDSAT_SHAPE = (6, 4, 21)
+BIOCLIM_SHAPE = (4, 19, 12)
+METADATA_NAMES = {
+    "glc24": ["GLC24_PA_metadata_{s}.csv", "PresenceAbsenceSurveys/GLC24_PA_metadata_{s}.csv"],
+    "glc25": ["GLC25_PA_metadata_{s}.csv", "PresenceAbsenceSurveys/GLC25_PA_metadata_{s}.csv"],
+}
+ENV_DIRS = ["EnvironmentalData", "EnvironmentalValues", "EnvironmentalValues/EnvironmentalValues"]
+
+
+# ---------------------------------------------------------------- layout: where each file lives
+def detect_layout(raw: Path) -> str:
+    if any(raw.glob("GLC25*")) or (raw / "SatelitePatches").exists() or (raw / "SateliteTimeSeries-Landsat").exists():
+        return "glc25"
+    if any(raw.glob("GLC24*")) or any(raw.glob("PA_*_SatellitePatches_*")) or (raw / "TimeSeries-Cubes").exists():
+        return "glc24"
+    raise UserError(
+        f"{raw}: no GeoPlant files found (looked for GLC24_PA_metadata_train.csv, PA_Train_SatellitePatches_RGB/, "
+        "TimeSeries-Cubes/ or GLC25 SatelitePatches/); pass --layout or check the path"
+    )
+
+
+def short_dirs(survey_id: str) -> tuple[str, str]:
+    """The GLC folder rule: CD = last two digits, AB = the two before (shorter ids give a short AB)."""
+    return survey_id[-2:], survey_id[-4:-2]
+
+
+@dataclass(frozen=True)
+class GeoPlantFiles:
+    raw: Path
+    layout: str
+
+    def _subset_dirs(self, subset: str) -> tuple[str, str]:
+        return subset.capitalize(), subset.lower()
+
+    def sentinel2(self, sid: str, subset: str) -> list[Path]:
+        cd, ab = short_dirs(sid)
+        if self.layout == "glc25":
+            return [self.raw / "SatelitePatches" / f"PA-{subset}" / cd / ab / f"{sid}.tiff"]
+        cap, low = self._subset_dirs(subset)
+        return [
+            self.raw / f"PA_{cap}_SatellitePatches_RGB" / f"pa_{low}_patches_rgb" / cd / ab / f"{sid}.jpeg",
+            self.raw / f"PA_{cap}_SatellitePatches_NIR" / f"pa_{low}_patches_nir" / cd / ab / f"{sid}.jpeg",
+        ]
+
+    def cube(self, kind: str, sid: str, subset: str) -> list[Path]:
+        """Candidate paths: the releases mix `landsat_time_series` and `landsat-time-series` in names."""
+        stem = {"landsat": "landsat_time_series", "bioclim": "bioclimatic_monthly"}[kind]
+        if self.layout == "glc25":
+            folder = {"landsat": "SateliteTimeSeries-Landsat", "bioclim": "BioclimTimeSeries"}[kind]
+            base = self.raw / folder / "cubes" / f"PA-{subset}"
+            prefix = f"GLC25-PA-{subset}"
+        else:
+            base = self.raw / "TimeSeries-Cubes" / "TimeSeries-Cubes" / f"GLC24-PA-{subset}-{stem}"
+            prefix = f"GLC24-PA-{subset}"
+        names = {stem, stem.replace("_", "-"), stem.replace("-", "_")}
+        return [base / f"{prefix}-{n}_{sid}_cube.pt" for n in sorted(names)]
+
+
+# ---------------------------------------------------------------- metadata -> samples and labels
+def read_metadata(raw: Path, layout: str) -> pd.DataFrame:
+    """Long-format metadata of every subset, with a `subset` column; `speciesId` may be float or empty."""
+    frames = []
+    for subset in ("train", "test"):
+        for pattern in METADATA_NAMES[layout]:
+            f = raw / pattern.format(s=subset)
+            if f.exists():
+                df = _read_csv(f)
+                df["subset"] = subset
+                frames.append(df)
+                break
+    if not frames and (raw / "metadata.csv").exists():  # the single-file sample layout (malpolon fixtures)
+        frames.append(_read_csv(raw / "metadata.csv"))
+    if not frames:
+        raise UserError(f"{raw}: no metadata CSV (expected {METADATA_NAMES[layout][0].format(s='train')} or metadata.csv)")
+    meta = pd.concat(frames, ignore_index=True)
+    for col in ("surveyId", "lon", "lat"):
+        if col not in meta.columns:
+            raise UserError(f"{raw}: metadata has no column {col!r} (columns: {', '.join(meta.columns)})")
+    if "subset" not in meta.columns:
+        meta["subset"] = "train"
+    meta["surveyId"] = meta["surveyId"].map(_id_string)
+    return meta
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise UserError(f"{path}: cannot read CSV: {e}") from None
+
+
+def _id_string(v) -> str:
+    """Survey/species ids arrive as int, float (`6310.0`) or string; normalise to the integer text."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v).strip()
+    return s[:-2] if s.endswith(".0") else s
+
+
+def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One row per survey with its species list; surveys of a subset with no species column are dropped."""
+    dropped = {}
+    has_species = meta["speciesId"].notna() if "speciesId" in meta.columns else pd.Series(False, index=meta.index)
+    labelled_subsets = set(meta.loc[has_species, "subset"]) if "speciesId" in meta.columns else set()
+    unlabelled = ~meta["subset"].isin(labelled_subsets)
+    if unlabelled.any():
+        dropped["survey_without_labels"] = int(meta.loc[unlabelled, "surveyId"].nunique())
+    meta = meta[~unlabelled]
+    species = meta.loc[has_species[~unlabelled], ["surveyId", "speciesId"]].copy()
+    species["speciesId"] = species["speciesId"].map(_id_string)
+    by_survey = species.groupby("surveyId", sort=False)["speciesId"].agg(lambda s: sorted(set(s)))
+    surveys = meta.groupby("surveyId", sort=False).agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
+    surveys["species"] = surveys["surveyId"].map(by_survey).apply(lambda v: v if isinstance(v, list) else [])
+    bad_coords = surveys["lon"].isna() | surveys["lat"].isna()
+    if bad_coords.any():
+        dropped["survey_without_coordinates"] = int(bad_coords.sum())
+        surveys = surveys[~bad_coords]
+    surveys = surveys.sort_values("surveyId", key=lambda s: s.str.zfill(12)).reset_index(drop=True)
+    return surveys, dropped
+
+
+def class_table(surveys: pd.DataFrame, min_occurrences: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Classes with at least `min_occurrences` presences in the train split, ordered by species id."""
+    train = surveys[surveys["split"] == "train"]
+    counts = pd.Series([s for lst in train["species"] for s in lst], dtype=object).value_counts()
+    kept = sorted((s for s, c in counts.items() if c >= min_occurrences), key=lambda s: (len(s), s))
+    if not kept:
+        raise UserError(f"no species has >= {min_occurrences} presences in the train split; lower --min-occurrences")
+    index = {s: i for i, s in enumerate(kept)}
+    rows = []
+    for s in kept:
+        row = {"class_index": index[s], "original_id": s, "name": f"species {s}"}
+        for split in ("train", "val", "test"):
+            part = surveys[surveys["split"] == split]["species"]
+            row[f"count_{split}"] = int(sum(s in lst for lst in part))
+        rows.append(row)
+    return pd.DataFrame(rows), index
+
+
+# ---------------------------------------------------------------- tabular variables
+def read_environment(raw: Path, layout: str, survey_ids: pd.Series) -> tuple[list[str], np.ndarray, list[str]]:
+    """Every environmental CSV (train and test), joined on surveyId -> names, [N, V] float32, files used."""
+    base = next((raw / d for d in ENV_DIRS if (raw / d).is_dir()), None)
+    if base is None:
+        return [], np.zeros((len(survey_ids), 0), np.float32), []
+    groups: dict[str, list[Path]] = {}
+    for f in sorted(base.rglob("*.csv")):
+        group = f.name.replace("-train-", "-*-").replace("-test-", "-*-")
+        groups.setdefault(group, []).append(f)
+    columns, names, used = [], [], []
+    for files in groups.values():
+        table = pd.concat([_read_csv(f) for f in files], ignore_index=True)
+        if "surveyId" not in table.columns:
+            raise UserError(f"{files[0]}: no surveyId column")
+        table["surveyId"] = table["surveyId"].map(_id_string)
+        table = table.drop_duplicates("surveyId").set_index("surveyId")
+        for col in table.columns:
+            if col.lower() in {"lon", "lat"} or not pd.api.types.is_numeric_dtype(table[col]):
+                continue
+            names.append(col.lower())
+            columns.append(table[col].reindex(survey_ids.to_numpy()).to_numpy(dtype=np.float32))
+        used += [str(f) for f in files]
+    values = np.stack(columns, 1) if columns else np.zeros((len(survey_ids), 0), np.float32)
+    return names, values, used
+
+
+# ---------------------------------------------------------------- per-sample decoding (runs in workers)
+@dataclass
+class GeoPlantDecoder:
+    """Picklable: decodes one chunk of surveys into tokens. Runs in a spawned worker when --workers > 0."""
+
+    files: GeoPlantFiles
+    survey_ids: list[str]
+    subsets: list[str]
+    tabular: np.ndarray  # [N, V]
+    grid: int
+    patch_size: int
+    modalities: list[str] = field(default_factory=list)
+
+    def __call__(self, rows: range) -> ChunkData:
+        n = len(rows)
+        values, valid, faults = {}, {}, []
+        for m in self.modalities:
+            T, F = self._shape(m)
+            values[m] = np.zeros((n, T, F), np.float32)
+            valid[m] = np.zeros((n, T), bool)
+        for j, r in enumerate(rows):
+            sid, subset = self.survey_ids[r], self.subsets[r]
+            for m in self.modalities:
+                if m == "tabular":
+                    values[m][j, :, 0] = self.tabular[r]
+                    valid[m][j] = True  # NaN (absent from the CSV) is marked missing by the writer
+                    continue
+                tokens, fault = self._decode(m, sid, subset)
+                if fault:
+                    faults.append({"sample": sid, "modality": m, **fault})
+                else:
+                    values[m][j], valid[m][j] = tokens, True
+        return ChunkData(values, valid, faults)
+
+    def _shape(self, m: str) -> tuple[int, int]:
+        return {
+            "tabular": (self.tabular.shape[1], 1),
+            "sentinel2": (4 * self.grid * self.grid, self.patch_size**2 // (self.grid * self.grid)),
+            "landsat": (len(LANDSAT_YEARS), 24),
+            "bioclim": (len(BIOCLIM_YEARS), 48),
+        }[m]
+
+    def _decode(self, m: str, sid: str, subset: str):
+        paths = self.files.sentinel2(sid, subset) if m == "sentinel2" else self.files.cube(m, sid, subset)
+        if m == "sentinel2":
+            missing = [p for p in paths if not p.exists()]
+            if missing:
+                return None, {"kind": "missing_file", "file": str(missing[0]), "detail": "file listed in metadata but absent"}
+            try:
+                image = read_sentinel2(paths)
+            except Exception as e:  # any decoder error: the file is corrupt for our purposes
+                return None, {"kind": "corrupt_file", "file": str(paths[0]), "detail": f"{type(e).__name__}: {e}"[:200]}
+            if image.shape != (4, self.patch_size, self.patch_size):
+                return None, {"kind": "wrong_shape", "file": str(paths[0]), "detail": f"shape {list(image.shape)}, expected {[4, self.patch_size, self.patch_size]}"}
+            return patch_tokens(image, self.grid), None
+        path = next((p for p in paths if p.exists()), None)
+        if path is None:
+            return None, {"kind": "missing_file", "file": str(paths[0]), "detail": "file listed in metadata but absent"}
+        try:
+            cube = read_cube(path)
+        except Exception as e:
+            return None, {"kind": "corrupt_file", "file": str(path), "detail": f"{type(e).__name__}: {e}"[:200]}
+        expected = LANDSAT_SHAPE if m == "landsat" else BIOCLIM_SHAPE
+        if cube.shape != expected:
+            return None, {"kind": "wrong_shape", "file": str(path), "detail": f"shape {list(cube.shape)}, expected {list(expected)}"}
+        return (landsat_tokens(cube) if m == "landsat" else bioclim_tokens(cube)), None
+
+
+def read_sentinel2(paths: list[Path]) -> np.ndarray:
+    """[4, H, W] float32 in band order red, green, blue, nir."""
+    if paths[0].suffix in (".tif", ".tiff"):
+        import rasterio
+
+        with rasterio.open(paths[0]) as src:
+            return src.read().astype(np.float32)
+    from PIL import Image
+
+    with Image.open(paths[0]) as rgb_file, Image.open(paths[1]) as nir_file:
+        rgb = np.asarray(rgb_file.convert("RGB"), dtype=np.float32)
+        nir = np.asarray(nir_file.convert("L"), dtype=np.float32)
+    return np.concatenate([rgb.transpose(2, 0, 1), nir[None]], 0)
+
+
+def read_cube(path: Path) -> np.ndarray:
+    import torch
+
+    # the real cubes are saved as non-contiguous views: .contiguous() before numpy
+    return torch.load(path, map_location="cpu", weights_only=True).contiguous().numpy().astype(np.float32)
+
+
+def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
+    """[4, H, W] -> [4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col."""
+    b, h, w = image.shape
+    sh, sw = h // grid, w // grid
+    x = image[:, : sh * grid, : sw * grid].reshape(b, grid, sh, grid, sw).transpose(0, 1, 3, 2, 4)
+    return x.reshape(b * grid * grid, sh * sw)
+
+
+def landsat_tokens(cube: np.ndarray) -> np.ndarray:
+    """[6 bands, 4 quarters, 21 years] -> [21 years, 6 * 4] (feature = band * 4 + quarter)."""
+    return cube.transpose(2, 0, 1).reshape(cube.shape[2], -1)
+
+
+def bioclim_tokens(cube: np.ndarray) -> np.ndarray:
+    """[4 vars, 19 years, 12 months] -> [19 years, 4 * 12] (feature = var * 12 + month)."""
+    return cube.transpose(1, 0, 2).reshape(cube.shape[1], -1)
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass
+class GeoPlantOptions:
+    layout: str = "auto"
+    grid: int = 4
+    min_occurrences: int = 1
+    split: str = "spatial"  # spatial | data
+    block_size: float = 0.5
+    seed: int = 0
+    max_surveys: int | None = None
+
+
+def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlantDecoder]:
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise UserError(f"{raw}: no such directory")
+    layout = detect_layout(raw) if opts.layout == "auto" else opts.layout
+    if layout not in METADATA_NAMES:
+        raise UserError(f"--layout {opts.layout!r}: expected auto, glc24 or glc25")
+    surveys, dropped = survey_table(read_metadata(raw, layout))
+    if opts.max_surveys:
+        surveys = surveys.iloc[: opts.max_surveys].reset_index(drop=True)
+    if surveys.empty:
+        raise UserError(f"{raw}: no labelled survey in the metadata")
+    if opts.split == "data":
+        surveys["split"] = split_from_data(surveys["subset"], surveys["lon"], surveys["lat"], opts.block_size, seed=opts.seed)
+    else:
+        surveys["split"] = spatial_block_split(surveys["lon"], surveys["lat"], opts.block_size, seed=opts.seed)
+    classes, index = class_table(surveys, opts.min_occurrences)
+    files = GeoPlantFiles(raw, layout)
+    env_names, env_values, env_files = read_environment(raw, layout, surveys["surveyId"])
+    patch_size = 64 if layout == "glc25" else 128
+    if patch_size % opts.grid:
+        raise UserError(f"--grid {opts.grid}: must divide the patch size {patch_size}")
+    specs = _modality_specs(env_names, opts.grid, patch_size)
+    samples = pd.DataFrame({
+        "sample_id": surveys["surveyId"].astype(str),
+        "split": surveys["split"].astype(str),
+        "lon": surveys["lon"].astype(float),
+        "lat": surveys["lat"].astype(float),
+        "labels": [np.array(sorted(index[s] for s in lst if s in index), dtype=np.int32) for lst in surveys["species"]],
+    })
+    plan = StorePlan(
+        dataset="geoplant",
+        task=TaskSpec(type="multilabel", num_classes=len(classes), metric="macro_auc"),
+        modalities=specs,
+        samples=samples,
+        classes=classes,
+        provenance={"raw_dir": str(raw.resolve()), "layout": layout, "environment_files": env_files, "grid": opts.grid,
+                    "min_occurrences": opts.min_occurrences},
+        split_info={"method": "spatial-blocks" if opts.split == "spatial" else "data+spatial-val",
+                    "block_size_deg": opts.block_size, "seed": opts.seed, "fractions": [0.7, 0.15, 0.15]},
+        dropped={**dropped, **({"no_environment_csv": 1} if not env_names else {})},
+        normalization_scope={"tabular": "token", "sentinel2": "token", "landsat": "feature", "bioclim": "feature"},
+    )
+    decoder = GeoPlantDecoder(files, samples["sample_id"].tolist(), surveys["subset"].astype(str).tolist(), env_values,
+                              opts.grid, patch_size, list(specs))
+    return plan, decoder
+
+
+def _modality_specs(env_names: list[str], grid: int, patch_size: int) -> dict[str, ModalitySpec]:
+    specs = {}
+    if env_names:  # the sample layouts ship no environmental CSVs: then there is no tabular modality
+        specs["tabular"] = ModalitySpec(kind="tabular", tokens=len(env_names), features=1, dtype="float32",
+                                        axes={"variable": env_names}, description="environmental variables, one token each")
+    sub = patch_size // grid
+    specs["sentinel2"] = ModalitySpec(
+        kind="image", tokens=4 * grid * grid, features=sub * sub, dtype="float32" if patch_size == 64 else "float16",
+        axes={"band": BANDS, "patch": [f"r{r}c{c}" for r in range(grid) for c in range(grid)]}, grid=[grid, grid],
+        description=f"{patch_size}x{patch_size} px patch, {grid}x{grid} sub-patches of {sub}x{sub} px per band",
+    )
+    specs["landsat"] = ModalitySpec(kind="timeseries", tokens=21, features=24, dtype="float32", axes={"year": LANDSAT_YEARS},
+                                    description="Landsat quarterly cube; features = band (red, green, blue, nir, swir1, swir2) x quarter")
+    specs["bioclim"] = ModalitySpec(kind="timeseries", tokens=19, features=48, dtype="float32", axes={"year": BIOCLIM_YEARS},
+                                    description="monthly climate cube; features = variable (pr, tas, tasmin, tasmax) x month")
+    return specs

@@ -1,0 +1,204 @@
+"""Recipes: YAML files validated with pydantic; every error is listed at once with its key path.
+
+`miam train RECIPE masking.lam=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
+before validation, so an override is checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miam_cli.errors import UserError
+
+STRATEGY_NAMES = ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelSection(_Section):
+    d_model: int = Field(64, ge=8, le=4096)
+    depth: int = Field(2, ge=1, le=48)
+    heads: int = Field(4, ge=1, le=64)
+    mlp_ratio: float = Field(4.0, gt=0, le=16)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pooling: Literal["cls", "mean"] = "cls"
+    buckets: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelSection":
+        if self.d_model % self.heads:
+            raise ValueError(f"model.d_model={self.d_model} must be divisible by model.heads={self.heads}")
+        return self
+
+
+class MaskingSection(_Section):
+    strategy: Literal[STRATEGY_NAMES] = "miam"  # type: ignore[valid-type]
+    value: float = Field(0.75, ge=0, le=1, description="constant: masking probability")
+    alpha: float = Field(1.0, gt=0, description="dirichlet: concentration")
+    q: float = Field(0.5, ge=0, lt=1, description="dropout: probability of masking a whole modality")
+    kappa: float = Field(10.0, gt=0, description="MixProdBeta sharpness")
+    lam: float = Field(1.0, ge=0, le=10, alias="lambda", description="MIAM imbalance strength")
+    w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
+    w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
+    monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
+    smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
+    eps: float = Field(1e-4, gt=0, description="added to d_m so a plateau cannot divide by zero")
+    monitor_samples: int = Field(0, ge=0, description="validation samples used for s_m (0 = all)")
+
+    @model_validator(mode="after")
+    def _weights(self) -> "MaskingSection":
+        if self.w0 + self.w1 > 1:
+            raise ValueError(f"masking.w0 + masking.w1 = {self.w0 + self.w1} > 1")
+        return self
+
+    def strategy_params(self) -> dict[str, float]:
+        """The parameters the chosen strategy accepts (the others are ignored, not errors)."""
+        per = {
+            "constant": ("value",), "dirichlet": ("alpha",), "dropout": ("q",),
+            "beta-cube": ("kappa", "w0", "w1"), "miam": ("kappa", "lam", "w0", "w1"),
+        }
+        return {k: getattr(self, k) for k in per.get(self.strategy, ())}
+
+
+class TrainSection(_Section):
+    epochs: int = Field(10, ge=1, le=100000)
+    batch_size: int = Field(256, ge=1, le=1 << 20)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    seed: int = 0
+    class_weighting: bool = False
+    device: str = "auto"
+    amp: bool = True
+    max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+
+
+class EvalSection(_Section):
+    split: Literal["train", "val", "test"] = "test"
+    checkpoint: Literal["best", "last"] = "best"
+    batch_size: int = Field(1024, ge=1)
+
+
+class Recipe(_Section):
+    name: str | None = None
+    store: str
+    modalities: dict[str, list[str]] | list[str] | None = Field(
+        None, description="masking modalities: {group: [store modalities]}, or a list of store modalities; default: all, one each"
+    )
+    model: ModelSection = Field(default_factory=ModelSection)
+    masking: MaskingSection = Field(default_factory=MaskingSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("modalities")
+    @classmethod
+    def _non_empty(cls, v):
+        if v is not None and len(v) == 0:
+            raise ValueError("modalities must name at least one modality")
+        return v
+
+    def groups(self, store_modalities: list[str]) -> dict[str, list[str]]:
+        """Resolved masking groups; unknown store modalities are a UserError naming the valid ones."""
+        if self.modalities is None:
+            groups = {m: [m] for m in store_modalities}
+        elif isinstance(self.modalities, list):
+            groups = {m: [m] for m in self.modalities}
+        else:
+            groups = {g: list(ms) for g, ms in self.modalities.items()}
+        for g, members in groups.items():
+            for m in members:
+                if m not in store_modalities:
+                    hint = _did_you_mean(m, store_modalities)
+                    raise UserError(f"modalities.{g}: the store has no modality {m!r}{hint}; it has {', '.join(store_modalities)}")
+        return groups
+
+    def dump(self) -> dict:
+        return self.model_dump(by_alias=False, mode="json")
+
+
+# ------------------------------------------------------------------ loading and overrides
+def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping (got {type(data).__name__})")
+    for item in overrides:
+        apply_override(data, item)
+    return validate_recipe(data, source=str(path))
+
+
+def apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lam=2")
+    key, raw = item.split("=", 1)
+    parts = [("lam" if p == "lambda" else p) for p in key.strip().split(".")]
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise UserError(f"override {item!r}: {p} is not a section")
+        node = node[p]
+    node.pop("lambda", None) if parts[-1] == "lam" else None
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def validate_recipe(data: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_errors(e, source)) from None
+
+
+def format_errors(error: ValidationError, source: str) -> str:
+    """Every error on its own line: key path, what is wrong, and a did-you-mean for unknown keys."""
+    lines = [f"{source}: {error.error_count()} error(s)"]
+    for err in error.errors():
+        loc = [str(x) for x in err["loc"] if not str(x).startswith(("function-after", "literal["))]
+        path = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            section = _section_fields(loc[:-1])
+            lines.append(f"  {path}: unknown key{_did_you_mean(loc[-1], section)}")
+        elif err["type"] == "missing":
+            lines.append(f"  {path}: required key missing")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"  {path}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _section_fields(loc: list[str]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(name)
+        if field.alias:
+            names.append(field.alias)
+    return names
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.dump(), sort_keys=False)

@@ -1,0 +1,97 @@
+"""The run directory: recipe.yaml (resolved), env.json, checkpoints/, metrics.csv, plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from miam_cli import __version__
+from miam_cli.engine import dist
+from miam_cli.engine.recipe import Recipe, recipe_to_yaml
+from miam_cli.errors import UserError
+from miam_cli.store.atomic import atomic_write_json, atomic_write_text
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @classmethod
+    def for_training(cls, recipe: Recipe, out: Path | None, resume: bool) -> "RunDir":
+        """Rank 0 names the run dir once and shares it; a finished or started run is never overwritten."""
+        env = dist.current()
+        name = None
+        if env.is_main:
+            path = Path(out) if out is not None else default_run_path(recipe)
+            if path.exists() and any(path.iterdir()) and not resume:
+                raise UserError(f"{path} already holds a run; pass --resume to continue it or --out for a new one")
+            if resume and not (path / "recipe.yaml").exists() and out is None:
+                raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "checkpoints").mkdir(exist_ok=True)
+            name = str(path)
+        return cls(Path(dist.broadcast_text(name, env)))
+
+    def write_start(self, recipe: Recipe, trainer) -> None:
+        atomic_write_text(self.path / "recipe.yaml", recipe_to_yaml(recipe))
+        atomic_write_json(self.path / "env.json", environment(trainer))
+
+    def write_metrics(self, keys: list[str], rows: list[dict]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k, "") for k in keys})
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+
+
+def default_run_path(recipe: Recipe) -> Path:
+    stem = recipe.name or Path(recipe.store).name
+    base = Path("runs") / f"{stem}-{recipe.masking.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def environment(trainer) -> dict:
+    import numpy
+    import torch
+
+    env = trainer.env
+    return {
+        "miam_version": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "device": str(trainer.device),
+        "git_commit": _git_commit(),
+        "seed": trainer.recipe.train.seed,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "world_size": env.world_size,
+        "dist_source": env.source,
+        "slurm": {k: v for k, v in os.environ.items() if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST", "SLURM_NTASKS")},
+        "store": str(Path(trainer.recipe.store).resolve()),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

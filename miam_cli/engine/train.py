@@ -1,0 +1,301 @@
+"""The training loop: masking draws, token-dropping forward, the imbalance monitor, checkpoints.
+
+Exact resume: the shuffle order of an epoch comes from `order_gen` whose state at the epoch's start
+is saved, the masking draws from `mask_gen` whose current state is saved, dropout from torch's global
+RNG (saved), so a run stopped after any step and resumed ends with the same weights (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from miam_cli.data.batch import load_split
+from miam_cli.engine import dist
+from miam_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from miam_cli.engine.recipe import Recipe
+from miam_cli.engine.rundir import RunDir
+from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import primary_metric
+from miam_cli.evaluate.predict import evaluate, group_visibility
+from miam_cli.masking.keep import build_keep, mean_mask_rate
+from miam_cli.masking.monitor import ImbalanceMonitor, plot_imbalance
+from miam_cli.masking.strategies import make_strategy
+from miam_cli.model.layout import TokenLayout
+from miam_cli.model.losses import make_loss, positive_class_weights
+from miam_cli.model.transformer import MiamModel
+from miam_cli.store.reader import TokenStore
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" — a requeued job continues with --resume
+
+
+class Preempted(Exception):
+    """Raised after `last.pt` was written because SLURM (SIGUSR1/SIGTERM) asked us to stop."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # batches done in the current (unfinished) epoch
+    global_step: int = 0
+    best: float = -math.inf
+    order_state: torch.Tensor | None = None  # order_gen state at the start of the current epoch
+    rows: list[dict] = field(default_factory=list)  # metrics.csv so far
+    loss_sum: float = 0.0
+    p_sum: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run: RunDir, progress=None, log=print):
+        self.recipe, self.run, self.progress, self.log = recipe, run, progress, log
+        self.env = dist.current()
+        cfg = recipe.train
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.store = TokenStore(recipe.store)
+        self.groups = recipe.groups(self.store.modalities)
+        self.layout = TokenLayout.from_specs(self.store.meta.modalities, self.groups)
+        self.task = self.store.meta.task.type
+        self.metric = primary_metric(self.task)
+        store_mods = self.layout.names
+        limit = int(cfg.max_memory_gb * (1 << 30))
+        self.train_data = load_split(self.store, "train", store_mods, limit)
+        self.val_data = load_split(self.store, "val", store_mods, limit)
+        if len(self.train_data) == 0:
+            raise UserError(f"{recipe.store}: the train split is empty")
+        torch.manual_seed(cfg.seed)
+        m = recipe.model
+        self.model = MiamModel(self.layout, self.store.meta.task.num_classes, d_model=m.d_model, depth=m.depth, heads=m.heads,
+                               mlp_ratio=m.mlp_ratio, dropout=m.dropout, pooling=m.pooling, buckets=m.buckets).to(self.device)
+        self.ddp_model = dist.wrap(self.model, self.device)
+        self.strategy = make_strategy(recipe.masking.strategy, self.layout.num_groups, **recipe.masking.strategy_params())
+        self.monitor = ImbalanceMonitor(list(self.layout.group_names), eps=recipe.masking.eps, smoothing=recipe.masking.smoothing)
+        self.loss_fn = self._loss().to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda())
+        # the same seeds on every rank: order and masks are drawn for the global batch, then sliced
+        self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.mask_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.token_group = self.layout.token_group
+        self.state = TrainState(p_sum=[0.0] * self.layout.num_groups)
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _loss(self):
+        weights = None
+        if self.recipe.train.class_weighting and self.task == "multilabel":
+            weights = positive_class_weights(self.train_data_targets())
+        return make_loss(self.task, weights)
+
+    def train_data_targets(self) -> torch.Tensor:
+        return torch.from_numpy(self.store.targets(self.store.split_indices("train")))
+
+    def _lr_lambda(self):
+        cfg = self.recipe.train
+        total = cfg.epochs * self.steps_per_epoch
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if cfg.schedule == "constant":
+                return 1.0
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return factor
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict:
+        s = self.state
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.model_config(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "monitor": self.monitor.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state(), "mask": self.mask_gen.get_state(),
+                    "order_epoch_start": s.order_state if s.order_state is not None else self.order_gen.get_state()},
+            "progress": {"epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step, "best": s.best,
+                         "loss_sum": s.loss_sum, "p_sum": list(s.p_sum)},
+            "metrics": s.rows,
+            "recipe": self.recipe.dump(),
+            "groups": self.groups,
+            "task": self.task,
+        }
+
+    def restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("model_config") != self.model.model_config():
+            raise UserError(f"{path}: the checkpoint's model does not match the recipe (changed model or store?)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.monitor.load_state_dict(ckpt["monitor"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.order_gen.set_state(ckpt["rng"]["order"])
+        self.mask_gen.set_state(ckpt["rng"]["mask"])
+        p = ckpt["progress"]
+        self.state = TrainState(epoch=p["epoch"], step_in_epoch=p["step_in_epoch"], global_step=p["global_step"], best=p["best"],
+                                order_state=ckpt["rng"]["order_epoch_start"], rows=list(ckpt["metrics"]),
+                                loss_sum=p["loss_sum"], p_sum=list(p["p_sum"]))
+        self.log(f"resumed from {path}: epoch {self.state.epoch}, step {self.state.step_in_epoch} of the next")
+
+    def save(self, name: str) -> None:
+        if self.env.is_main:
+            save_checkpoint(self.run.checkpoints / f"{name}.pt", self.checkpoint_state())
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, stop_after_steps: int | None = None) -> dict:
+        cfg = self.recipe.train
+        self._install_signal_handlers()
+        steps_this_run = 0
+        while self.state.epoch < cfg.epochs:
+            order = self._epoch_order()
+            start = time.monotonic()
+            self.model.train()
+            for i, rows in enumerate(order.split(self.recipe.train.batch_size)):
+                if i < self.state.step_in_epoch:
+                    continue  # resumed mid-epoch: these batches were done before the stop
+                self._step(rows)
+                self.state.step_in_epoch = i + 1
+                steps_this_run += 1
+                if self.progress:
+                    self.progress(self.state.epoch, i + 1, self.steps_per_epoch)
+                if self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps):
+                    self.save("last")
+                    raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {i + 1}; last.pt written")
+            self._end_epoch(time.monotonic() - start)
+        return self.state.rows[-1] if self.state.rows else {}
+
+    def _epoch_order(self) -> torch.Tensor:
+        """The shared sample order of the current epoch (every rank draws the same permutation)."""
+        if self.state.step_in_epoch == 0 or self.state.order_state is None:
+            self.state.order_state = self.order_gen.get_state()
+        else:
+            self.order_gen.set_state(self.state.order_state)
+        return torch.randperm(len(self.train_data), generator=self.order_gen)
+
+    def _step(self, rows: torch.Tensor) -> None:
+        """One global batch. Every rank draws the masks of the whole global batch with the same
+        generator and trains on its own slice, so world size N gives the same update as 1 process."""
+        batch = self._load(rows)
+        names = self.layout.names
+        p = self.strategy.sample(len(rows), self.mask_gen)
+        valid = self.layout.flatten_keep({m: batch.valid[m] for m in names})
+        keep_flat = build_keep(p, valid, self.token_group, self.mask_gen)
+        mine = dist.local_rows(len(rows), self.env)
+        batch = batch.select(mine).to(self.device)
+        keep = {m: k.to(self.device) for m, k in self.layout.split_flat(keep_flat[mine]).items()}
+        with self._autocast():
+            logits = self.ddp_model({m: batch.values[m] for m in names}, keep)
+            loss = self.loss_fn(logits.float(), batch.target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.global_step += 1
+        self.state.loss_sum += float(loss.detach())
+        self.state.p_sum = [a + float(b) for a, b in zip(self.state.p_sum, mean_mask_rate(p))]
+
+    def _load(self, rows: torch.Tensor):
+        if hasattr(self.train_data, "full"):
+            return self.train_data.full.select(rows)
+        return next(self.train_data.batches(len(rows), rows))
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.recipe.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def _end_epoch(self, seconds: float) -> None:
+        s = self.state
+        steps = max(1, s.step_in_epoch)
+        row = {"epoch": s.epoch + 1, "train_loss": dist.mean(s.loss_sum / steps, self.env), "lr": self.scheduler.get_last_lr()[0]}
+        row.update({f"p_{g}": v / steps for g, v in zip(self.layout.group_names, s.p_sum)})
+        row.update(self._validate())
+        row["seconds"] = seconds
+        row["samples_per_s"] = len(self.train_data) / max(seconds, 1e-9)
+        s.rows.append(row)
+        s.epoch, s.step_in_epoch, s.loss_sum, s.p_sum, s.order_state = s.epoch + 1, 0, 0.0, [0.0] * self.layout.num_groups, None
+        improved = row[f"val_{self.metric}"] > s.best or not math.isfinite(s.best)
+        if improved and math.isfinite(row[f"val_{self.metric}"]):
+            s.best = row[f"val_{self.metric}"]
+        self.save("last")
+        if improved:
+            self.save("best")
+        if self.env.is_main:
+            self._write_metrics()
+        self.log(self._epoch_line(row))
+
+    def _validate(self) -> dict:
+        """Full-input validation metric, and every `monitor_every` epochs the unimodal s_m (all ranks agree:
+        validation runs on the whole val split on every rank, so r_m is identical everywhere)."""
+        if len(self.val_data) == 0:
+            return {f"val_{self.metric}": float("nan")}
+        bs = self.recipe.eval.batch_size
+        out = {f"val_{self.metric}": evaluate(self.model, self.val_data, self.task, None, bs, self.device)[self.metric]}
+        if (self.state.epoch + 1) % self.recipe.masking.monitor_every == 0:
+            rows = self._monitor_rows()
+            scores = [evaluate(self.model, self.val_data, self.task, group_visibility(self.layout, g), bs, self.device, rows)[self.metric]
+                      for g in self.layout.group_names]
+            scores = [0.5 if not math.isfinite(x) else x for x in scores]  # no scorable class: chance level
+            record = self.monitor.update(scores)
+            self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
+            out.update({k: v for k, v in record.items() if k != "epoch"})
+        return out
+
+    def _monitor_rows(self):
+        n = self.recipe.masking.monitor_samples
+        if not n or n >= len(self.val_data):
+            return None
+        return torch.randperm(len(self.val_data), generator=torch.Generator().manual_seed(self.recipe.train.seed))[:n]
+
+    def _write_metrics(self) -> None:
+        rows = self.state.rows
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        self.run.write_metrics(keys, rows)
+        try:
+            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png")
+        except Exception as e:  # a plot must never kill a training run
+            self.log(f"warning: imbalance plot not written ({e})")
+
+    def _epoch_line(self, row: dict) -> str:
+        r = " ".join(f"r_{g}={row[f'r_{g}']:.2f}" for g in self.layout.group_names if f"r_{g}" in row)
+        return (f"epoch {row['epoch']}/{self.recipe.train.epochs} loss {row['train_loss']:.4f} "
+                f"val_{self.metric} {row[f'val_{self.metric}']:.4f} {r} ({row['seconds']:.1f}s)")
+
+    def _install_signal_handlers(self) -> None:
+        """SLURM sends SIGUSR1 (with --signal) or SIGTERM before a time limit: finish the step, save, exit."""
+        def request_stop(signum, frame):
+            self._stop_requested = True
+
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            try:
+                signal.signal(sig, request_stop)
+            except ValueError:  # not in the main thread (e.g. called from a test runner thread)
+                pass
+
+
+def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progress=None, log=print,
+          stop_after_steps: int | None = None) -> Path:
+    """Train `recipe` into a run dir (created, or continued with `resume`); returns the run dir."""
+    run = RunDir.for_training(recipe, out, resume)
+    trainer = Trainer(recipe, run, progress, log)
+    if resume and (run.checkpoints / "last.pt").exists():
+        trainer.restore(run.checkpoints / "last.pt")
+    elif resume:
+        log(f"{run.path}: no last.pt yet, starting from scratch")
+    if trainer.env.is_main:
+        run.write_start(recipe, trainer)
+    trainer.fit(stop_after_steps)
+    return run.path

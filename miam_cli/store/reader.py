@@ -1,0 +1,104 @@
+"""Reading a token store.
+
+zarr is opened lazily and per process: a DataLoader worker forked after the parent touched the
+store must not share the parent's zarr/threads (they can deadlock), so the handle is keyed by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from miam_cli.errors import UserError
+from miam_cli.store.schema import StoreMeta
+
+
+class TokenStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        meta_file = self.path / "store.json"
+        if not meta_file.exists():
+            hint = " (an unfinished prepare? run it again to resume)" if (self.path / "_progress").exists() else ""
+            raise UserError(f"{self.path} is not a token store: no store.json{hint}")
+        try:
+            self.meta = StoreMeta.model_validate(json.loads(meta_file.read_text()))
+        except (ValueError, json.JSONDecodeError) as e:
+            raise UserError(f"{meta_file}: not a valid miam store.json: {str(e).splitlines()[0]}") from None
+        self._root = None
+        self._root_pid = None
+
+    # ---------- tables ----------
+    @cached_property
+    def samples(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "samples.parquet")
+
+    @cached_property
+    def classes(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "classes.parquet")
+
+    @cached_property
+    def report(self) -> dict:
+        f = self.path / "prepare-report.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.meta.modalities)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in self.meta.splits:
+            raise UserError(f"unknown split {split!r}; this store has {', '.join(self.meta.splits)}")
+        return np.flatnonzero(self.samples["split"].to_numpy() == split).astype(np.int64)
+
+    # ---------- tokens ----------
+    @property
+    def root(self):
+        if self._root is None or self._root_pid != os.getpid():
+            self._root = zarr.open_group(self.path / "tokens.zarr", mode="r")
+            self._root_pid = os.getpid()
+        return self._root
+
+    def read(self, modality: str, indices: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Values float32 [n, T, F] (normalised, invalid tokens = 0) and validity bool [n, T]."""
+        if modality not in self.meta.modalities:
+            raise UserError(f"unknown modality {modality!r}; this store has {', '.join(self.modalities)}")
+        idx = np.asarray(indices, dtype=np.int64)
+        group = self.root[modality]
+        values = np.asarray(group["values"].get_orthogonal_selection((idx, slice(None), slice(None))), dtype=np.float32)
+        valid = np.asarray(group["valid"].get_orthogonal_selection((idx, slice(None))), dtype=bool)
+        if normalize:
+            values = self.normalize(modality, values)
+        values[~valid] = 0.0
+        return values, valid
+
+    def normalize(self, modality: str, values: np.ndarray) -> np.ndarray:
+        norm = self.meta.modalities[modality].normalization
+        if norm.scope == "none" or self.meta.modalities[modality].normalized_on_disk:
+            return values
+        mean = np.asarray(norm.mean, dtype=np.float32)
+        std = np.asarray(norm.std, dtype=np.float32)
+        if norm.scope == "token":
+            mean, std = mean[:, None], std[:, None]
+        return (values - mean) / std
+
+    def targets(self, indices: np.ndarray) -> np.ndarray:
+        """Multi-hot float32 [n, C] (multilabel) or class index int64 [n] (multiclass)."""
+        labels = self.samples["labels"].to_numpy()[np.asarray(indices, dtype=np.int64)]
+        C = self.meta.task.num_classes
+        if self.meta.task.type == "multiclass":
+            return np.array([int(lab[0]) for lab in labels], dtype=np.int64)
+        out = np.zeros((len(labels), C), dtype=np.float32)
+        for i, lab in enumerate(labels):
+            out[i, np.asarray(lab, dtype=np.int64)] = 1.0
+        return out
+
+    def batch(self, indices: np.ndarray, modalities: list[str] | None = None):
+        from miam_cli.data.batch import Batch
+
+        return Batch.from_store(self, indices, modalities)

@@ -1,0 +1,262 @@
+"""Shapley estimators (exact, subset table, antithetic permutation sampling) and reports."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from miam_cli.attribution.estimators import (
+    ConvergenceTracker,
+    PermutationSampler,
+    ShapleyResult,
+    TooManyPlayersError,
+    all_coalitions,
+    exact_shapley,
+    merge,
+    shapley_from_subset_values,
+)
+from miam_cli.attribution.report import write_report
+from miam_cli.errors import UserError
+
+
+# --- games -------------------------------------------------------------------------------------
+
+
+def additive_game(weights: np.ndarray):
+    return lambda coalitions: coalitions.astype(float) @ weights
+
+
+def interaction_game(num_players: int, seed: int = 0):
+    """Main effects, pairwise products and a max over visible weights: far from additive."""
+    rng = np.random.default_rng(seed)
+    main, pairs, weights = rng.normal(size=num_players), rng.normal(size=(num_players,) * 2), rng.uniform(size=num_players)
+
+    def game(coalitions: np.ndarray) -> np.ndarray:
+        s = coalitions.astype(float)
+        return s @ main + np.einsum("ki,ij,kj->k", s, pairs, s) + (s * weights).max(axis=1)
+
+    return game
+
+
+class Recorder:
+    """Counts calls and rows, and remembers every coalition the estimator asked for."""
+
+    def __init__(self, game):
+        self.game, self.calls, self.rows = game, 0, []
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.rows.extend(map(tuple, coalitions))
+        return self.game(coalitions)
+
+
+def brute_force_shapley(game, num_players: int) -> np.ndarray:
+    """Average marginal contributions over all P! orderings (the definition)."""
+    phi = np.zeros(num_players)
+    for perm in itertools.permutations(range(num_players)):
+        prefixes = np.zeros((num_players + 1, num_players), bool)
+        for t, player in enumerate(perm):
+            prefixes[t + 1 :, player] = True
+        values = game(prefixes)
+        phi[list(perm)] += np.diff(values)
+    return phi / math.factorial(num_players)
+
+
+SMALL = 5
+WEIGHTS = np.array([3.0, -1.0, 0.5, 2.0, 0.0, 1.25])
+
+
+# --- exact -------------------------------------------------------------------------------------
+
+
+def test_exact_additive_game_returns_the_weights():
+    result = exact_shapley(additive_game(WEIGHTS), len(WEIGHTS))
+    np.testing.assert_allclose(result.values, WEIGHTS, atol=1e-9)
+    assert result.method == "exact" and result.converged
+    assert np.all(result.std_errors == 0)
+    assert result.evaluations == 2 ** len(WEIGHTS)
+
+
+def test_exact_matches_brute_force_and_is_efficient():
+    game = interaction_game(SMALL)
+    result = exact_shapley(game, SMALL, player_names=list("abcde"))
+    np.testing.assert_allclose(result.values, brute_force_shapley(game, SMALL), atol=1e-9)
+    assert result.players == list("abcde")
+    assert result.v_none == game(np.zeros((1, SMALL), bool))[0]
+    assert result.v_all == game(np.ones((1, SMALL), bool))[0]
+    assert abs(result.efficiency_gap) < 1e-10
+
+
+def test_exact_makes_one_batched_call_with_every_coalition_once():
+    recorder = Recorder(interaction_game(SMALL))
+    exact_shapley(recorder, SMALL)
+    assert recorder.calls == 1
+    assert len(recorder.rows) == len(set(recorder.rows)) == 2**SMALL
+
+
+def test_exact_refuses_too_many_players():
+    with pytest.raises(TooManyPlayersError, match="permutation sampling") as info:
+        exact_shapley(additive_game(np.ones(30)), 30)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, UserError)
+
+
+def test_subset_table_gives_the_exact_values():
+    game = interaction_game(SMALL, seed=3)
+    table = {frozenset(np.flatnonzero(c).tolist()): v for c, v in zip(all_coalitions(SMALL), game(all_coalitions(SMALL)))}
+    from_table = shapley_from_subset_values(table, SMALL)
+    np.testing.assert_allclose(from_table.values, exact_shapley(game, SMALL).values, atol=1e-12)
+    assert from_table.evaluations == 0
+    del table[frozenset()]
+    with pytest.raises(ValueError, match="empty set"):
+        shapley_from_subset_values(table, SMALL)
+
+
+# --- permutation sampling ----------------------------------------------------------------------
+
+
+def test_sampler_on_additive_game_is_exact_with_zero_error():
+    result = PermutationSampler(additive_game(WEIGHTS), len(WEIGHTS), budget=None).run(pairs=20)
+    np.testing.assert_allclose(result.values, WEIGHTS, atol=1e-9)
+    assert result.method == "permutation"
+    assert np.all(result.std_errors < 1e-12)
+
+
+def test_sampler_stops_early_once_errors_are_small():
+    weights = np.linspace(-1, 1, 20)  # 2^20 coalitions: sampling cannot run out of new ones
+    sampler = PermutationSampler(additive_game(weights), 20, budget=10**6, batch_permutations=16, min_pairs=8)
+    result = sampler.run()
+    assert result.converged and result.tracker.count == 8
+
+
+def test_sampler_within_three_standard_errors_of_brute_force():
+    game = interaction_game(SMALL)
+    truth = brute_force_shapley(game, SMALL)
+    result = PermutationSampler(game, SMALL, budget=None, tolerance=0, seed=1).run(pairs=300)
+    assert np.all(np.abs(result.values - truth) <= 3 * result.std_errors)
+    assert abs(result.efficiency_gap) < 1e-9  # each permutation telescopes to v(all) − v(none)
+
+
+def test_sampler_error_shrinks_with_budget():
+    players = 14  # 16,384 coalitions, so neither budget can cover the game
+    game = interaction_game(players, seed=7)
+    truth = exact_shapley(game, players).values
+
+    def mean_abs_error(budget: int) -> float:
+        errors = []
+        for seed in range(4):
+            result = PermutationSampler(game, players, budget=budget, tolerance=0, seed=seed).run()
+            assert result.evaluations <= budget and not result.converged
+            errors.append(np.abs(result.values - truth).mean())
+        return float(np.mean(errors))
+
+    assert mean_abs_error(3200) < 0.5 * mean_abs_error(200)
+
+
+def test_sampler_batches_and_never_repeats_a_coalition():
+    players, pairs, batch = 10, 40, 16
+    recorder = Recorder(interaction_game(players))
+    result = PermutationSampler(recorder, players, budget=None, batch_permutations=batch).run(pairs=pairs)
+    assert recorder.calls == math.ceil(pairs / (batch // 2))
+    assert len(recorder.rows) == len(set(recorder.rows)) == result.evaluations
+    assert result.evaluations <= pairs * 2 * players  # ∅ and the full set are shared by a pair
+
+
+def test_sampler_respects_the_budget_and_refuses_one_too_small():
+    recorder = Recorder(interaction_game(12))
+    result = PermutationSampler(recorder, 12, budget=500, tolerance=0).run()
+    assert len(recorder.rows) == result.evaluations <= 500
+    with pytest.raises(ValueError, match="budget"):
+        PermutationSampler(interaction_game(12), 12, budget=10).run()
+
+
+def test_small_game_sampled_to_completion_returns_exact_values():
+    game = interaction_game(SMALL)
+    result = PermutationSampler(game, SMALL, budget=1000, tolerance=0).run()
+    assert result.method == "exact" and result.evaluations == 2**SMALL
+    np.testing.assert_allclose(result.values, brute_force_shapley(game, SMALL), atol=1e-9)
+
+
+def test_shards_merge_to_the_single_run():
+    players, game = 9, interaction_game(9, seed=2)
+    whole = PermutationSampler(game, players, budget=None, seed=5).run(pairs=40)
+    shards = [PermutationSampler(game, players, budget=None, seed=5, batch_permutations=10).run(pairs=20, first_pair=f)
+              for f in (0, 20)]
+    # Shards travel as JSON between SLURM tasks.
+    pooled = merge([ShapleyResult.from_dict(json.loads(json.dumps(s.to_dict()))) for s in shards])
+    np.testing.assert_allclose(pooled.values, whole.values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(pooled.std_errors, whole.std_errors, rtol=1e-10)
+    assert pooled.tracker.count == 40
+    assert pooled.evaluations == sum(s.evaluations for s in shards)
+
+
+def test_tracker_batch_updates_equal_plain_statistics():
+    samples = np.random.default_rng(0).normal(size=(50, 3))
+    tracker = ConvergenceTracker.empty(3)
+    for chunk in np.array_split(samples, 7):
+        tracker.update(chunk)
+    np.testing.assert_allclose(tracker.mean, samples.mean(axis=0))
+    np.testing.assert_allclose(tracker.std_errors, samples.std(axis=0, ddof=1) / np.sqrt(50))
+
+
+# --- captum cross-check ------------------------------------------------------------------------
+
+
+def test_exact_matches_captum_shapley_values():
+    torch = pytest.importorskip("torch")
+    captum_attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+    f = lambda x: model(x).squeeze(-1)
+    x = torch.randn(1, 8, dtype=torch.float64)
+    mask = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3]])
+
+    def value_fn(coalitions: np.ndarray) -> np.ndarray:
+        visible = torch.as_tensor(coalitions)[:, mask[0]]  # player -> its features
+        with torch.no_grad():
+            return f(x * visible).numpy()  # baseline zeros for hidden groups
+
+    ours = exact_shapley(value_fn, 4).values
+    theirs = captum_attr.ShapleyValues(f).attribute(x, baselines=0, feature_mask=mask)
+    # captum gives each feature its whole group's value: read one feature per group.
+    per_group = theirs[0, [0, 2, 4, 6]].numpy()
+    np.testing.assert_allclose(ours, per_group, atol=1e-6)
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, players, extra",
+    [
+        ("bars", ["red", "green", "blue", "nir"], {}),
+        ("line", ["y2018", "y2019", "y2020", "y2021"], {"axis_values": [2018, 2019, 2020, 2021]}),
+        ("heatmap", ["r0c0", "r0c1", "r1c0", "r1c1"], {"grid": (2, 2)}),
+    ],
+)
+def test_report_writes_csv_json_png_and_summary(tmp_path, kind, players, extra):
+    game = interaction_game(4, seed=1)
+    result = PermutationSampler(game, 4, budget=None, player_names=players).run(pairs=12)
+    summary = write_report(result, tmp_path, "imp", kind, title="Importance", meta={"target": "global"}, **extra)
+
+    with open(tmp_path / "imp.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["player", "axis_value", "phi", "std_error", "evaluations"]
+    assert [r["player"] for r in rows] == players
+    document = json.loads((tmp_path / "imp.json").read_text())
+    assert document["efficiency"]["ok"] and document["meta"] == {"target": "global"}
+    assert document["result"]["evaluations"] == result.evaluations
+    assert (tmp_path / "imp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    top = players[int(np.argmax(result.values))]
+    assert f"**{top}**" in summary and "Efficiency" in summary and "coalition evaluations" in summary
+    assert (tmp_path / "summary.md").read_text() == summary + "\n"
+
+
+def test_report_refuses_bad_patch_names(tmp_path):
+    result = exact_shapley(additive_game(np.ones(2)), 2, player_names=["a", "b"])
+    with pytest.raises(ValueError, match="r<row>c<col>"):
+        write_report(result, tmp_path, "p", "heatmap", grid=(1, 2))
