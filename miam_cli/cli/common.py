@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from miam_cli.errors import UserError
@@ -20,11 +21,11 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def log(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(escape(message), highlight=False)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def print_json(obj) -> None:
@@ -34,18 +35,24 @@ def print_json(obj) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list], caption: str | None = None) -> None:
-    table = Table(title=title, caption=caption)
+    table = Table(title=escape(title), caption=escape(caption) if caption else None)
     for c in columns:
-        table.add_column(c, overflow="fold")
+        table.add_column(escape(c), overflow="fold")
     for r in rows:
         table.add_row(*[_cell(v) for v in r])
     out.print(table)
 
 
 def _cell(v) -> str:
+    """Numbers at 4 decimals; text escaped, since selectors like `s2[band=red]` look like Rich markup."""
+    if isinstance(v, str):
+        try:
+            v = float(v) if "." in v or "e" in v.lower() else v
+        except ValueError:
+            pass
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
-    return str(v)
+    return escape(str(v))
 
 
 class Progress:

@@ -37,6 +37,8 @@ _register_optional()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit 2, never a traceback."""
+    from rich.markup import escape
+
     from miam_cli.cli.common import err
 
     try:
@@ -50,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         err.print("aborted")
         sys.exit(130)
     except UserError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except RuntimeFailure as e:
-        err.print(f"[red]failed:[/] {e}", highlight=False)
+        err.print(f"[red]failed:[/] {escape(str(e))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -13,6 +13,9 @@ from miam_cli.cli.common import Progress, log, out, print_json, print_table
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
     app.command("train")(train_cmd)
+    app.command("eval-subsets")(eval_subsets_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("attribute")(attribute_cmd)
 
 
 def validate_cmd(
@@ -78,3 +81,124 @@ def train_cmd(
         keep = [k for k in last if k.startswith(("epoch", "train_loss", "val_", "r_", "p_"))]
         print_table(f"run {run}", ["metric", "value"], [[k, last[k]] for k in keep])
         out.print(str(run))
+
+
+def eval_subsets_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
+    split: str = typer.Option("test", help="train | val | test"),
+    checkpoint: str = typer.Option("best", help="best | last"),
+    subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="all (default) | unimodal | a selector such as 'sentinel2[band=red,nir]'; repeat for several"),
+    shard: Optional[str] = typer.Option(None, help="I/N: evaluate the I-th of N slices of the subset list (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
+    merge: bool = typer.Option(False, help="Join the shard files into eval/subsets.csv."),
+    batch_size: int = typer.Option(1024, min=1),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+) -> None:
+    """Evaluate a trained model on every non-empty subset of its modalities (2^M - 1), or on selectors.
+
+    Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
+    """
+    from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.evaluate.subsets import run_eval_subsets, table_records
+    from miam_cli.store.writer import parse_shard
+
+    run = resolve_run(run_dir)
+    shard_text = None if merge else shard_from_env(shard)
+    with Progress("eval-subsets", None) as bar:
+        table, path = run_eval_subsets(run, split, checkpoint, subsets, parse_shard(shard_text) if shard_text else None, merge,
+                                       batch_size, _device(device), progress=bar.update)
+    log(f"wrote {path}")
+    if json_out:
+        print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
+        return
+    metric_cols = [c for c in ("auc", "auc_classes", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
+    cols = ["subset", "visible_tokens", "samples"] + metric_cols
+    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist())
+
+
+def compare_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="Run dirs, each with eval/subsets.csv"),
+    subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="Only these columns (subset labels)"),
+    metric: Optional[str] = typer.Option(None, help="Metric column [default: auc or top1]"),
+    out_dir: Path = typer.Option(Path("compare"), "--out", help="Where compare.csv and compare.md go"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+) -> None:
+    """The paper's Table 1: strategies (rows) x input subsets (columns) + average, best per column marked.
+
+    Example: miam compare runs/demo-miam runs/demo-uniform runs/oracle-sentinel2
+    """
+    from miam_cli.evaluate.compare import best_per_column, compare_runs, format_cell, wide_table, write_compare
+
+    agg = compare_runs(run_dirs, subsets, metric)
+    csv_path, md_path = write_compare(agg, out_dir)
+    log(f"wrote {csv_path} and {md_path}")
+    mean, std, columns = wide_table(agg)
+    best = best_per_column(mean)
+    if json_out:
+        print_json({"metric": agg.attrs["metric"], "columns": columns, "best": best,
+                    "rows": [{"strategy": label, **{c: {"mean": _num(mean.loc[label, c]), "std": _num(std.loc[label, c])} for c in columns}}
+                             for label in mean.index]})
+        return
+    rows = [[label] + [format_cell(mean.loc[label, c], std.loc[label, c], best.get(c) == label, False) for c in columns] for label in mean.index]
+    print_table(f"{agg.attrs['metric']} x 100 (* = best per column)", ["strategy"] + columns, rows)
+
+
+def _num(x):
+    import math
+
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def attribute_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
+    modality: Optional[str] = typer.Option(None, help="Explain the tokens of this modality (default: the modalities themselves)"),
+    by: Optional[str] = typer.Option(None, help="Axis grouping the tokens: band | year | patch | variable | token [default: the modality's first]"),
+    target: str = typer.Option("global", help="global (the split's metric) | loss (minus the mean loss) | a class index, id or name"),
+    split: str = typer.Option("test", help="train | val | test"),
+    context: str = typer.Option("all", help="all: other modalities visible | none: masked"),
+    budget: int = typer.Option(2000, min=1, help="Most coalition evaluations for permutation sampling"),
+    tolerance: float = typer.Option(0.01, min=0.0, help="Stop sampling when the largest standard error < tolerance x spread of values"),
+    seed: int = typer.Option(0, help="Seed of the permutations"),
+    exact_max: int = typer.Option(10, min=1, max=16, help="Exact Shapley (all 2^P coalitions) up to this many players"),
+    max_samples: Optional[int] = typer.Option(None, min=1, help="Use at most this many samples of the split"),
+    shard: Optional[str] = typer.Option(None, help="I/N: run a slice of the permutations (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
+    merge: bool = typer.Option(False, help="Pool the shard files into the report"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+) -> None:
+    """Shapley contributions of modalities, or of one modality's bands, years, patches or variables.
+
+    Example: miam attribute runs/demo-miam --modality sentinel2 --by band
+    """
+    from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
+    from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.store.writer import parse_shard
+
+    run = resolve_run(run_dir)
+    shard_text = None if merge else shard_from_env(shard)
+    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
+                             parse_shard(shard_text) if shard_text else None)
+    if merge:
+        res = merge_attribution(run, req, out_dir, _device(device))
+    else:
+        res = run_attribution(run, req, out_dir, _device(device), log=log)
+    if "shard_file" in res:
+        log(f"wrote {res['shard_file']}; pool the shards with --merge")
+        return
+    result, eff = res["result"], res["efficiency"]
+    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .png and summary.md")
+    if json_out:
+        print_json({"report": f"{res['dir']}/{res['stem']}", "meta": res["meta"], "efficiency": eff, **result.to_dict()})
+        return
+    order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
+    rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
+    caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
+               f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
+    print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)

@@ -1,26 +1,34 @@
 """The token-dropping transformer (`MiamModel`) and the mask-token baseline (`MaskTokenModel`).
 
-`MiamModel` follows MAE: masked tokens are *dropped*. Only the kept tokens are tokenized; each
-sample's visible tokens are packed after a CLS token, padded, and padding is excluded from attention
-and pooling by a key-padding mask. Cost therefore follows the visible tokens, not all tokens.
+`MiamModel` follows MAE: masked tokens are *dropped*. Only the kept tokens are tokenized, and the
+encoder runs on them alone, so its cost follows the visible tokens, not all tokens.
 
-Length buckets. MIAM's corner draws put nearly-empty and nearly-full samples in the same batch, so
-padding every sample to the batch's longest would give most of the saving back. Samples are sorted
-by visible count and cut into at most `buckets` contiguous runs of that order; the cut points are
-the ones that minimise the number of (padded) token slots the encoder processes, found exactly by a
-small dynamic programme over the distinct counts (`bucket_bounds`). Each run is encoded padded to its
-own longest sample and the pooled outputs are put back in batch order. Attention never crosses
-samples and padding is masked, so the result does not depend on the bucketing (up to float
-rounding): the bucket count only changes cost.
+Packing. The encoder works on a packed list of rows: for each sample its CLS token followed by its
+visible tokens, samples one after the other, no padding. Everything that acts on one token at a
+time (LayerNorms, the qkv/output projections, the MLP: most of the cost at these sequence lengths)
+runs on that list, so it costs exactly (visible tokens + one CLS) per sample.
+
+Length buckets, for attention only. MIAM's corner draws put nearly-empty and nearly-full samples in
+the same batch, so padding every sample to the batch's longest would give much of the saving back.
+Samples are sorted by visible count and cut into at most `buckets` contiguous runs of that order;
+each run's rows are scattered into a [n, L] grid padded to its own longest sample, attended with a
+key-padding mask (`scaled_dot_product_attention` with a boolean mask), and gathered back. The cut
+points minimise sum over runs of n * L^2 (the attention work, padding included), found exactly by a
+small dynamic programme over the distinct counts (`bucket_bounds`). Attention never crosses samples
+and padded keys are masked, so the output does not depend on the bucketing (up to float rounding):
+the bucket count only changes cost. Pooling (CLS or mean over CLS + visible tokens) reads the same
+grids. Everything is plain indexing and dense kernels: deterministic on CPU, no nested tensors.
 
 `MaskTokenModel` is the baseline that MaskSDM uses: every token is tokenized, masked ones get their
 content replaced by a learned mask token (position and modality embeddings kept), and the encoder
-runs on the full length. It shares the tokenizers, encoder, pooling and head with `MiamModel`.
+runs on the full length. It shares the tokenizers, encoder, pooling and head with `MiamModel`: its
+batch is simply one bucket with no padding and no attention mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,9 +45,9 @@ POOLINGS = ("cls", "mean")
 def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int) -> list[tuple[int, int]]:
     """Cut samples sorted by visible count (ascending) into <= max_buckets contiguous runs [i0, i1).
 
-    Minimises sum over runs of (#samples) x (longest count + 1 for CLS): the token slots the encoder
-    processes. Cuts only ever fall between distinct counts, so the exact DP runs over the U distinct
-    counts (U <= T_total + 1) in O(K U^2), vectorised: negligible next to a training step.
+    Minimises sum over runs of n x L^2 with L = the run's longest count + 1 (CLS): the attention
+    work including padding. Cuts only ever fall between distinct counts, so the exact DP runs over
+    the U distinct counts (U <= T_total + 1) in O(K U^2), vectorised: negligible next to a step.
     """
     n = len(sorted_counts)
     if n == 0:
@@ -48,29 +56,67 @@ def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int) -> list[tuple[int
     k = max(1, min(max_buckets, len(uniq)))
     if k == 1:
         return [(0, n)]
-    # ends[j]: samples with count <= uniq[j-1]; a run from position i to j covers ends[i]:ends[j].
+    # Positions 0..U: ends[j] = samples with count <= uniq[j-1]; a run from position i to j holds
+    # samples ends[i]:ends[j] and is padded to uniq[j-1] + 1.
     ends = np.concatenate([[0], np.searchsorted(sorted_counts, uniq, side="right")]).astype(np.float64)
-    width = np.concatenate([[0.0], uniq + 1.0])  # padded length of a run ending at position j (>= 1)
-    size = ends[None, :] - ends[:, None]  # size[i, j]: samples in the run from position i to j
-    run_cost = np.where(size > 0, size * width[None, :], np.inf)
+    width = np.concatenate([[0.0], uniq + 1.0])
+    size = ends[None, :] - ends[:, None]
+    run_cost = np.where(size > 0, size * width[None, :] ** 2, np.inf)
     best = np.full(len(ends), np.inf)
     best[0] = 0.0
     back = []
-    for _ in range(k):
+    for _ in range(k):  # best[j] after r rounds: cheapest cover of positions 0..j by exactly r runs
         total = best[:, None] + run_cost
         back.append(total.argmin(axis=0))
         best = total.min(axis=0)
-    cuts, j = [], len(ends) - 1
+    cuts, j = [n], len(ends) - 1
     for arg in reversed(back):
-        cuts.append(int(ends[j]))
         j = int(arg[j])
-    cuts.append(0)
+        cuts.append(int(ends[j]))
     cuts = cuts[::-1]
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+@dataclass
+class Bucket:
+    """Samples whose rows are contiguous in the packed list, attended together as an [n, L] grid."""
+
+    size: int  # its number of rows
+    n: int
+    length: int
+    index: Tensor | None  # each row's cell in the flattened [n * L] grid; None: the rows fill it exactly
+    attend: Tensor | None  # [n, L] bool: keys attention may use; None: all of them
+    pool: Tensor  # [n, L] bool: cells that mean pooling averages (CLS + visible tokens)
+
+    def to_grid(self, rows: Tensor) -> Tensor:
+        """[rows, C] -> [n, L, C], zeros in the padding."""
+        if self.index is None:
+            return rows.view(self.n, self.length, -1)
+        grid = rows.new_zeros(self.n * self.length, rows.shape[-1])
+        grid[self.index] = rows
+        return grid.view(self.n, self.length, -1)
+
+    def from_grid(self, grid: Tensor) -> Tensor:
+        """[n, L, ...] -> [rows, C]: the padding cells dropped."""
+        flat = grid.reshape(self.n * self.length, -1)
+        return flat if self.index is None else flat[self.index]
+
+
+@dataclass
+class Packing:
+    """How a batch's rows are laid out: its buckets, in row order, and the way back to batch order."""
+
+    buckets: list[Bucket]
+    restore: Tensor | None  # pooled outputs (bucket order) -> batch order; None: already in order
+
+    def split(self, rows: Tensor) -> list[Tensor]:
+        """Rows -> one piece per bucket. (`split`, not slicing: slicing's backward would zero-fill
+        a full-size gradient per bucket.)"""
+        return list(rows.split([b.size for b in self.buckets]))
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block; attention through SDPA with a boolean key mask (True = attend)."""
+    """Pre-norm transformer block on packed rows; attention per bucket through SDPA."""
 
     def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -83,15 +129,20 @@ class EncoderBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attend: Tensor) -> Tensor:
-        n, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        # Only keys are masked: padded query rows still see the CLS token, so no row is all -inf.
-        a = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attend[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
-        )
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(n, length, d)))
+    def forward(self, x: Tensor, packing: Packing) -> Tensor:
+        qkv = self.qkv(self.norm1(x))
+        attended = torch.cat([self._attend(part, b) for part, b in zip(packing.split(qkv), packing.buckets)])
+        x = x + self.drop(self.proj(attended))
         return x + self.drop(self.mlp(self.norm2(x)))
+
+    def _attend(self, qkv: Tensor, bucket: Bucket) -> Tensor:
+        d = qkv.shape[-1] // 3
+        grid = bucket.to_grid(qkv).view(bucket.n, bucket.length, 3, self.heads, d // self.heads)
+        q, k, v = grid.permute(2, 0, 3, 1, 4)
+        # Only keys are masked: padded query rows still see their CLS, so no row is all -inf.
+        mask = None if bucket.attend is None else bucket.attend[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return bucket.from_grid(out.transpose(1, 2))
 
 
 class MiamModel(nn.Module):
@@ -109,7 +160,7 @@ class MiamModel(nn.Module):
         mlp_ratio: float = 4,
         dropout: float = 0.0,
         pooling: str = "cls",
-        buckets: int = 4,
+        buckets: int = 8,
     ) -> None:
         super().__init__()
         if d_model % heads:
@@ -137,7 +188,7 @@ class MiamModel(nn.Module):
         """Pooled representation [B, d] from the kept tokens only."""
         batch = self._check(values, keep)
         tokens, owner = self._visible_tokens(values, keep)
-        return self._encode_packed(tokens, owner, torch.bincount(owner, minlength=batch))
+        return self._run(*self._pack(tokens, owner, batch))
 
     def reference_forward(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Tensor:
         """Slow reference with the same weights: every token is tokenized and run at full length, and
@@ -171,36 +222,41 @@ class MiamModel(nn.Module):
             owners.append(b)
         return torch.cat(parts), torch.cat(owners)
 
-    def _encode_packed(self, tokens: Tensor, owner: Tensor, counts: Tensor) -> Tensor:
-        batch, d = counts.numel(), tokens.shape[1]
-        order = torch.argsort(counts, stable=True)  # samples, fewest visible tokens first
+    def _pack(self, tokens: Tensor, owner: Tensor, batch: int) -> tuple[Tensor, Packing]:
+        """Rows = per sample (fewest visible first) its CLS then its tokens; buckets over them."""
+        device = tokens.device
+        counts = torch.bincount(owner, minlength=batch)
+        order = torch.argsort(counts, stable=True)
         rank = torch.empty_like(order)
-        rank[order] = torch.arange(batch, device=order.device)
-        # Tokens sorted by their sample's rank: each bucket's tokens become one contiguous slice;
-        # the stable sort keeps a sample's tokens in layout order.
-        token_order = torch.argsort(rank[owner], stable=True)
-        tokens, token_rank = tokens[token_order], rank[owner][token_order]
+        rank[order] = torch.arange(batch, device=device)
+        # CLS rows first in the concatenation, and a stable sort by rank: each sample's rows become
+        # contiguous with its CLS first and its tokens in layout order.
+        rows = torch.cat([self.cls_token.to(tokens.dtype).expand(batch, -1), tokens])
+        row_rank = rank[torch.cat([torch.arange(batch, device=device), owner])]
+        row_order = torch.argsort(row_rank, stable=True)
+        rows, row_rank = rows[row_order], row_rank[row_order]
         sorted_counts = counts[order]
-        starts = torch.cumsum(sorted_counts, 0) - sorted_counts
-        slot = torch.arange(len(tokens), device=tokens.device) - starts[token_rank] + 1  # 0 is CLS
+        starts = torch.cumsum(sorted_counts + 1, 0) - (sorted_counts + 1)
+        slot = torch.arange(len(rows), device=device) - starts[row_rank]  # 0 = CLS
 
         host_counts = sorted_counts.cpu().numpy()
-        host_starts = np.concatenate([[0], np.cumsum(host_counts)])
-        pooled = []
+        host_starts = np.concatenate([[0], np.cumsum(host_counts + 1)])
+        buckets = []
         for i0, i1 in bucket_bounds(host_counts, self.buckets):
             length = int(host_counts[i1 - 1]) + 1
-            t0, t1 = int(host_starts[i0]), int(host_starts[i1])
-            x = tokens.new_zeros(i1 - i0, length, d)
-            x[:, 0] = self.cls_token
-            x[token_rank[t0:t1] - i0, slot[t0:t1]] = tokens[t0:t1]
-            attend = torch.arange(length, device=x.device) <= sorted_counts[i0:i1, None]
-            pooled.append(self._run(x, attend))
-        return torch.cat(pooled)[rank]
+            span = slice(int(host_starts[i0]), int(host_starts[i1]))
+            padded = (i1 - i0) * length != span.stop - span.start
+            # (these index tensors are built once per forward and shared by all blocks)
+            index = (row_rank[span] - i0) * length + slot[span] if padded else None
+            attend = torch.arange(length, device=device) <= sorted_counts[i0:i1, None]
+            buckets.append(Bucket(span.stop - span.start, i1 - i0, length, index, attend if padded else None, attend))
+        return rows, Packing(buckets, restore=rank)
 
     # ---- full-length path (reference and mask-token baseline) --------------------------------
     def _encode_full(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor], mask_token: Tensor | None) -> Tensor:
-        """Every token through the tokenizers and the encoder. mask_token=None: masked tokens are hidden
-        from attention (the reference); otherwise their content is replaced by it and they are attended."""
+        """Every token through the tokenizers and the encoder, as one unpadded bucket. mask_token=None:
+        masked tokens are hidden from attention (the reference); otherwise their content is replaced
+        by it and everything is attended (the baseline). Pooling covers CLS + visible tokens."""
         parts = []
         for name, tokenizer in self.tokenizers.items():
             x = values[name]
@@ -208,25 +264,29 @@ class MiamModel(nn.Module):
             t = torch.arange(count, device=x.device)
             content = tokenizer.content(x.reshape(batch * count, features), t.repeat(batch)).view(batch, count, -1)
             if mask_token is not None:
-                content = torch.where(keep[name][..., None], content, mask_token)
+                content = torch.where(keep[name][..., None], content, mask_token.to(content.dtype))
             parts.append(content + tokenizer.context(t))
-        cls = self.cls_token.expand(batch, 1, -1).to(parts[0].dtype)
-        x = torch.cat([cls, *parts], dim=1)
+        x = torch.cat([self.cls_token.to(parts[0].dtype).expand(batch, 1, -1), *parts], dim=1)
         visible = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=x.device), self.layout.flatten_keep(keep)], 1)
-        attend = visible if mask_token is None else torch.ones_like(visible)
-        return self._run(x, attend, pool=visible)
+        bucket = Bucket(x.shape[0] * x.shape[1], batch, x.shape[1], None,
+                        attend=visible if mask_token is None else None, pool=visible)
+        return self._run(x.reshape(-1, x.shape[-1]), Packing([bucket], restore=None))
 
     # ---- shared ------------------------------------------------------------------------------
-    def _run(self, x: Tensor, attend: Tensor, pool: Tensor | None = None) -> Tensor:
-        """Encoder + final norm + pooling over `pool` (default: the attended positions) -> [n, d].
-        Mean pooling includes CLS, so it is defined for a sample with nothing visible."""
+    def _run(self, rows: Tensor, packing: Packing) -> Tensor:
+        """Encoder + final norm + pooling -> [B, d] in batch order."""
         for block in self.blocks:
-            x = block(x, attend)
-        x = self.norm(x)
+            rows = block(rows, packing)
+        rows = self.norm(rows)
+        pooled = torch.cat([self._pool(b.to_grid(part), b.pool) for part, b in zip(packing.split(rows), packing.buckets)])
+        return pooled if packing.restore is None else pooled[packing.restore]
+
+    def _pool(self, grid: Tensor, pool: Tensor) -> Tensor:
+        """CLS, or the mean over CLS + visible tokens (so it is defined when nothing is visible)."""
         if self.pooling == "cls":
-            return x[:, 0]
-        weight = (attend if pool is None else pool).to(x.dtype).unsqueeze(-1)
-        return (x * weight).sum(1) / weight.sum(1)
+            return grid[:, 0]
+        weight = pool.to(grid.dtype).unsqueeze(-1)
+        return (grid * weight).sum(1) / weight.sum(1)
 
     def _check(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> int:
         """Shape checks naming the modality; returns the batch size."""

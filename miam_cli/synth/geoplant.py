@@ -115,6 +115,7 @@ PATCH_DECAY_SIGMA_PX = 24.0
 NDVI_BASE = 0.35
 NDVI_AMPLITUDE = 0.15
 NDVI_PIXEL_NOISE = 0.03
+NDVI_BACKGROUND_SD = 0.08
 BRIGHTNESS_LOG_SD = 0.30
 RED_NIR_SCALE = 70.0
 
@@ -385,19 +386,24 @@ def expected_ndvi_weight(grid: int = 4) -> list[list[float]]:
     return [[float(_DECAY_F64[i * s:(i + 1) * s, j * s:(j + 1) * s].mean()) for j in range(grid)] for i in range(grid)]
 
 
-def _texture(rng: np.random.Generator, amplitude: float) -> np.ndarray:
-    """A smooth random multiplicative texture (three low-frequency plane waves).
+def _waves(rng: np.random.Generator, freq_sd: float = 3.0) -> np.ndarray:
+    """A smooth zero-mean, unit-variance random field: three plane waves (freq_sd cycles per patch).
 
     cos(a*x + b*y + c) = cos(a*x) cos(b*y + c) - sin(a*x) sin(b*y + c): two outer products per wave.
     """
     out = np.zeros((PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
     for _ in range(3):
-        fx, fy = rng.normal(0.0, 3.0, size=2)
+        fx, fy = rng.normal(0.0, freq_sd, size=2)
         ph = rng.uniform(0.0, 2.0 * math.pi)
         ax = (2.0 * math.pi * fx) * _LINE
         by = (2.0 * math.pi * fy) * _LINE + ph
         out += (np.outer(np.cos(by), np.cos(ax)) - np.outer(np.sin(by), np.sin(ax))).astype(np.float32)
-    return 1.0 + (amplitude / math.sqrt(1.5)) * out
+    return out * np.float32(1.0 / math.sqrt(1.5))
+
+
+def _texture(rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """A smooth random multiplicative texture around 1."""
+    return 1.0 + amplitude * _waves(rng)
 
 
 def _noise(rng: np.random.Generator, sd: float) -> np.ndarray:
@@ -406,8 +412,15 @@ def _noise(rng: np.random.Generator, sd: float) -> np.ndarray:
 
 def _make_patches(seed: int, survey_id: int, v: float) -> tuple[np.ndarray, np.ndarray]:
     rng = _rng(seed, _S_PATCH, survey_id)
-    # NDVI field: base + amplitude * v * w(r) + pixel noise.
-    ndvi = NDVI_BASE + (NDVI_AMPLITUDE * v) * _DECAY + _noise(rng, NDVI_PIXEL_NOISE)
+    # NDVI field: base + amplitude * v * w(r) + pixel noise,
+    # plus a smooth background NDVI texture (land-cover heterogeneity) independent of v, so that
+    # where w(r) is small (the edges) the patch says little about v.
+    ndvi = (
+        NDVI_BASE
+        + (NDVI_AMPLITUDE * v) * _DECAY
+        + NDVI_BACKGROUND_SD * _waves(rng, 2.0)
+        + _noise(rng, NDVI_PIXEL_NOISE)
+    )
     np.clip(ndvi, -0.9, 0.9, out=ndvi)
     # Brightness shared by red and NIR (cancels in the ratio), independent of every label.
     bright = (RED_NIR_SCALE * math.exp(rng.normal(0.0, BRIGHTNESS_LOG_SD))) * _texture(rng, 0.08)

@@ -1,0 +1,142 @@
+"""Coalition games on a trained run: the value of a coalition is the model's output with only that
+coalition visible (every other token dropped). No imputer and no background set: the model was
+trained under masking, so "absent" is an input it knows.
+
+Coalitions are evaluated in large batches: several coalitions share one forward pass by repeating
+the samples with different keep masks, and the cost is counted in coalition evaluations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import compute_metrics, mean_loss, primary_metric
+from miam_cli.evaluate.predict import group_visibility, visible_keep
+from miam_cli.evaluate.run import LoadedRun
+
+
+@dataclass
+class Players:
+    names: list[str]  # one per player
+    axis: str  # modality | band | year | patch | variable | token | ...
+    modality: str | None  # the store modality whose tokens are grouped (None for modality players)
+    visibility: list[dict[str, torch.Tensor]]  # per player: store modality -> bool [T_m] it makes visible
+    context: dict[str, torch.Tensor]  # always visible (other modalities with --context all)
+    grid: tuple[int, int] | None = None
+
+    def coalition_visibility(self, coalition: np.ndarray) -> dict[str, torch.Tensor]:
+        vis = {m: v.clone() for m, v in self.context.items()}
+        for p in np.flatnonzero(coalition):
+            for m, v in self.visibility[p].items():
+                vis[m] = vis[m] | v if m in vis else v.clone()
+        return vis
+
+
+def modality_players(run: LoadedRun) -> Players:
+    groups = list(run.layout.group_names)
+    return Players(groups, "modality", None, [group_visibility(run.layout, g) for g in groups], {})
+
+
+def axis_players(run: LoadedRun, modality: str, axis: str, context: str) -> Players:
+    """The tokens of one store modality grouped by one of its axes (`token`: each token alone)."""
+    if modality not in run.layout.names:
+        if modality in run.groups and len(run.groups[modality]) == 1:
+            modality = run.groups[modality][0]
+        else:
+            raise UserError(f"--modality {modality!r}: the model reads {', '.join(run.layout.names)}")
+    spec = run.modality_specs[modality]
+    if axis == "token":
+        names = spec.token_names()
+        index = np.arange(spec.tokens)
+    elif axis in spec.axes:
+        names = [str(v) for v in spec.axes[axis]]
+        index = spec.axis_index(axis)
+    else:
+        raise UserError(f"--by {axis!r}: modality {modality} has axes {', '.join(spec.axes)} (or token)")
+    vis = [{modality: torch.from_numpy(index == k)} for k in range(len(names))]
+    ctx = {}
+    if context == "all":
+        ctx = {m.name: torch.ones(m.tokens, dtype=torch.bool) for m in run.layout.modalities if m.name != modality}
+    elif context != "none":
+        raise UserError(f"--context {context!r}: expected all or none")
+    grid = tuple(spec.grid) if axis == "patch" and spec.grid else None
+    return Players(names, axis, modality, vis, ctx, grid)
+
+
+@dataclass
+class Target:
+    kind: str  # global | loss | class
+    class_index: int | None = None
+    label: str = "global"
+
+
+def parse_target(run: LoadedRun, text: str) -> Target:
+    if text in ("global", "loss"):
+        metric = primary_metric(run.task)
+        return Target(text, None, f"{metric}" if text == "global" else "-loss")
+    classes = run.store.classes
+    for column in ("class_index", "original_id", "name"):
+        match = classes[classes[column].astype(str) == text]
+        if len(match):
+            k = int(match["class_index"].iloc[0])
+            return Target("class", k, f"p(class {match['original_id'].iloc[0]})")
+    raise UserError(f"--target {text!r}: not global, loss, nor a class index, id or name of {run.store.path}/classes.parquet "
+                    f"(e.g. {', '.join(classes['original_id'].astype(str).head(5))})")
+
+
+class ModelGame:
+    """`value_fn(coalitions [K, P] bool) -> values [K]` for the run's model on a split."""
+
+    def __init__(self, run: LoadedRun, players: Players, target: Target, split: str = "test", device="cpu",
+                 batch_rows: int = 8192, max_samples: int | None = None):
+        self.run, self.players, self.target, self.device = run, players, target, device
+        data = run.split(split)
+        if len(data) == 0:
+            raise UserError(f"the {split} split of {run.store.path} is empty")
+        rows = None
+        if max_samples and max_samples < len(data):
+            rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_samples]
+        self.batch = next(data.batches(len(data) if rows is None else len(rows), rows))  # one split, in memory
+        # rows per forward pass, capped by memory (~256 MB of token values): 128 px Sentinel-2 is 256 kB a sample
+        per_sample = sum(m.tokens * m.features * 4 for m in run.layout.modalities)
+        self.batch_rows = int(min(batch_rows, max(64, (256 << 20) // max(per_sample, 1))))
+        self.evaluations = 0
+
+    def __call__(self, coalitions: np.ndarray) -> np.ndarray:
+        coalitions = np.asarray(coalitions, dtype=bool)
+        out = np.empty(len(coalitions))
+        n = len(self.batch)
+        per_pass = max(1, self.batch_rows // max(n, 1))  # coalitions sharing one forward pass
+        for start in range(0, len(coalitions), per_pass):
+            chunk = coalitions[start : start + per_pass]
+            out[start : start + len(chunk)] = self._values([self.players.coalition_visibility(c) for c in chunk])
+        self.evaluations += len(coalitions)
+        return out
+
+    @torch.no_grad()
+    def _values(self, visibilities: list[dict[str, torch.Tensor]]) -> np.ndarray:
+        model, names = self.run.model, self.run.layout.names
+        model.eval()
+        b = self.batch
+        n, k = len(b), len(visibilities)
+        logits = []
+        for start in range(0, n, max(1, self.batch_rows // k)):
+            sl = slice(start, start + max(1, self.batch_rows // k))
+            values = {m: b.values[m][sl].repeat(k, 1, 1).to(self.device) for m in names}
+            keep = {m: torch.cat([visible_keep({m: b.valid[m][sl]}, vis, [m])[m] for vis in visibilities]).to(self.device) for m in names}
+            logits.append(model(values, keep).float().cpu().reshape(k, -1, model.head.out_features))
+        logits = torch.cat(logits, dim=1)  # [k, n, C]
+        return np.array([self._score(logits[i]) for i in range(k)])
+
+    def _score(self, logits: torch.Tensor) -> float:
+        task, target = self.run.task, self.batch.target.numpy()
+        if self.target.kind == "loss":
+            return -mean_loss(task, target, logits.numpy())
+        probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
+        if self.target.kind == "class":
+            return float(probs[:, self.target.class_index].mean())
+        return float(compute_metrics(task, target, probs.numpy())[primary_metric(task)])
