@@ -34,7 +34,8 @@ def additive_game(weights: np.ndarray):
 def interaction_game(num_players: int, seed: int = 0):
     """Main effects, pairwise products and a max over visible weights: far from additive."""
     rng = np.random.default_rng(seed)
-    main, pairs, weights = rng.normal(size=num_players), rng.normal(size=(num_players,) * 2), rng.uniform(size=num_players)
+    main, weights = rng.normal(size=num_players), rng.uniform(size=num_players)
+    pairs = rng.normal(size=(num_players, num_players))
 
     def game(coalitions: np.ndarray) -> np.ndarray:
         s = coalitions.astype(float)
@@ -107,7 +108,8 @@ def test_exact_refuses_too_many_players():
 
 def test_subset_table_gives_the_exact_values():
     game = interaction_game(SMALL, seed=3)
-    table = {frozenset(np.flatnonzero(c).tolist()): v for c, v in zip(all_coalitions(SMALL), game(all_coalitions(SMALL)))}
+    coalitions = all_coalitions(SMALL)
+    table = {frozenset(np.flatnonzero(c).tolist()): v for c, v in zip(coalitions, game(coalitions))}
     from_table = shapley_from_subset_values(table, SMALL)
     np.testing.assert_allclose(from_table.values, exact_shapley(game, SMALL).values, atol=1e-12)
     assert from_table.evaluations == 0
@@ -184,14 +186,16 @@ def test_small_game_sampled_to_completion_returns_exact_values():
 def test_shards_merge_to_the_single_run():
     players, game = 9, interaction_game(9, seed=2)
     whole = PermutationSampler(game, players, budget=None, seed=5).run(pairs=40)
-    shards = [PermutationSampler(game, players, budget=None, seed=5, batch_permutations=10).run(pairs=20, first_pair=f)
-              for f in (0, 20)]
+    # One sampler (own cache) per shard, as in separate SLURM tasks; another batch size on
+    # purpose: a pair's permutation must not depend on batching.
+    shards = [PermutationSampler(game, players, budget=None, seed=5, batch_permutations=10).run(
+        pairs=20, first_pair=first) for first in (0, 20)]
     # Shards travel as JSON between SLURM tasks.
     pooled = merge([ShapleyResult.from_dict(json.loads(json.dumps(s.to_dict()))) for s in shards])
     np.testing.assert_allclose(pooled.values, whole.values, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(pooled.std_errors, whole.std_errors, rtol=1e-10)
     assert pooled.tracker.count == 40
-    assert pooled.evaluations == sum(s.evaluations for s in shards)
+    assert pooled.evaluations == sum(s.evaluations for s in shards) > whole.evaluations
 
 
 def test_tracker_batch_updates_equal_plain_statistics():
@@ -241,7 +245,8 @@ def test_exact_matches_captum_shapley_values():
 def test_report_writes_csv_json_png_and_summary(tmp_path, kind, players, extra):
     game = interaction_game(4, seed=1)
     result = PermutationSampler(game, 4, budget=None, player_names=players).run(pairs=12)
-    summary = write_report(result, tmp_path, "imp", kind, title="Importance", meta={"target": "global"}, **extra)
+    summary = write_report(result, tmp_path, "imp", kind, title="Importance", meta={"target": "global"},
+                           **extra)
 
     with open(tmp_path / "imp.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -241,7 +241,9 @@ def exact_shapley(
     max_players: int = EXACT_MAX_PLAYERS,
 ) -> ShapleyResult:
     """Exact Shapley values from all 2^P coalitions, evaluated in one batched call."""
-    if not 1 <= num_players <= max_players:
+    if num_players < 1:
+        raise ValueError("exact Shapley needs at least one player")
+    if num_players > max_players:
         raise TooManyPlayersError(
             f"exact Shapley needs 2^{num_players} coalition evaluations; use it for 1 to "
             f"{max_players} players and permutation sampling above that"
@@ -368,7 +370,8 @@ class PermutationSampler:
             if affordable:
                 rows = affordable * 2 * (self.num_players + 1)
                 prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
-                tracker.update(pair_samples(perms[: 2 * affordable], prefix_values.reshape(2 * affordable, -1)))
+                perms = perms[: 2 * affordable]
+                tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:

@@ -99,7 +99,7 @@ class Bucket:
     def from_grid(self, grid: Tensor) -> Tensor:
         """[n, L, ...] -> [rows, C]: the padding cells dropped."""
         flat = grid.reshape(self.n * self.length, -1)
-        return flat if self.index is None else flat[self.index]
+        return flat if self.index is None else flat.index_select(0, self.index)
 
 
 @dataclass
@@ -217,9 +217,10 @@ class MiamModel(nn.Module):
         rather than none: DDP then needs no find_unused_parameters."""
         parts, owners = [], []
         for name, tokenizer in self.tokenizers.items():
-            b, t = keep[name].nonzero(as_tuple=True)
-            parts.append(tokenizer(values[name][b, t], t))
-            owners.append(b)
+            x = values[name]
+            flat = keep[name].reshape(-1).nonzero().squeeze(1)  # (b, t) pairs as b * T + t, in order
+            parts.append(tokenizer(x.reshape(-1, x.shape[-1]).index_select(0, flat), flat % x.shape[1]))
+            owners.append(flat // x.shape[1])
         return torch.cat(parts), torch.cat(owners)
 
     def _pack(self, tokens: Tensor, owner: Tensor, batch: int) -> tuple[Tensor, Packing]:
@@ -234,7 +235,7 @@ class MiamModel(nn.Module):
         rows = torch.cat([self.cls_token.to(tokens.dtype).expand(batch, -1), tokens])
         row_rank = rank[torch.cat([torch.arange(batch, device=device), owner])]
         row_order = torch.argsort(row_rank, stable=True)
-        rows, row_rank = rows[row_order], row_rank[row_order]
+        rows, row_rank = rows.index_select(0, row_order), row_rank[row_order]
         sorted_counts = counts[order]
         starts = torch.cumsum(sorted_counts + 1, 0) - (sorted_counts + 1)
         slot = torch.arange(len(rows), device=device) - starts[row_rank]  # 0 = CLS
@@ -279,7 +280,7 @@ class MiamModel(nn.Module):
             rows = block(rows, packing)
         rows = self.norm(rows)
         pooled = torch.cat([self._pool(b.to_grid(part), b.pool) for part, b in zip(packing.split(rows), packing.buckets)])
-        return pooled if packing.restore is None else pooled[packing.restore]
+        return pooled if packing.restore is None else pooled.index_select(0, packing.restore)
 
     def _pool(self, grid: Tensor, pool: Tensor) -> Tensor:
         """CLS, or the mean over CLS + visible tokens (so it is defined when nothing is visible)."""

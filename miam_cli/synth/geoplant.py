@@ -111,9 +111,9 @@ MIN_SURVEYS = 10
 
 PATCH_SIZE = 128
 JPEG_QUALITY = 95  # the real GLC24 patches use quality 90 (4:2:0); 95 keeps NDVI crisp
-PATCH_DECAY_SIGMA_PX = 24.0
+PATCH_DECAY_SIGMA_PX = 20.0
 NDVI_BASE = 0.35
-NDVI_AMPLITUDE = 0.15
+NDVI_AMPLITUDE = 0.18
 NDVI_PIXEL_NOISE = 0.03
 NDVI_BACKGROUND_SD = 0.08
 BRIGHTNESS_LOG_SD = 0.30
@@ -331,7 +331,7 @@ class _World:
         n_event = max(1, int(round(EVENT_SPECIES_FRACTION * k)))
         event_idx = srng.choice(k, size=n_event, replace=False)
         self.c = np.zeros(k)
-        self.c[event_idx] = srng.choice([-1.0, 1.0], size=n_event) * srng.uniform(1.0, 1.5, size=n_event)
+        self.c[event_idx] = srng.choice([-1.0, 1.0], size=n_event) * srng.uniform(1.2, 1.8, size=n_event)
         self.prevalence = srng.uniform(0.10, 0.30, size=k)
 
         # Thresholds: a fixed calibration sample (independent of the number of surveys).

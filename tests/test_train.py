@@ -1,0 +1,100 @@
+"""Training: exact resume, determinism, learning beyond a constant predictor, recipe errors."""
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from miam_cli.cli.main import main
+from miam_cli.engine.recipe import load_recipe, validate_recipe
+from miam_cli.engine.train import Preempted, train
+from miam_cli.synth.tokens import make_token_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_token_store(tmp_path_factory.mktemp("store") / "tiny", n=600, seed=1)
+
+
+def _recipe(store, **train):
+    return validate_recipe({"store": str(store), "model": {"d_model": 32, "dropout": 0.1},
+                            "train": {"epochs": 3, "batch_size": 64, **train}})
+
+
+def _weights(run):
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_resumed_run_ends_with_the_same_weights(store, tmp_path):
+    full = train(_recipe(store), tmp_path / "full", log=lambda *_: None)
+    with pytest.raises(Preempted):  # killed mid-epoch 2 (epoch 1 has 6 or 7 steps)
+        train(_recipe(store), tmp_path / "cut", stop_after_steps=9, log=lambda *_: None)
+    train(_recipe(store), tmp_path / "cut", resume=True, log=lambda *_: None)
+    a, b = _weights(full), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    rows_a = list(csv.DictReader(open(full / "metrics.csv")))
+    rows_b = list(csv.DictReader(open(tmp_path / "cut" / "metrics.csv")))
+    assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+
+
+def test_same_seed_same_weights_and_different_seed_differs(store, tmp_path):
+    a = _weights(train(_recipe(store, epochs=1), tmp_path / "a", log=lambda *_: None))
+    b = _weights(train(_recipe(store, epochs=1), tmp_path / "b", log=lambda *_: None))
+    c = _weights(train(_recipe(store, epochs=1, seed=5), tmp_path / "c", log=lambda *_: None))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_training_beats_a_constant_predictor(store, tmp_path):
+    run = train(_recipe(store, epochs=6, lr=3e-3), tmp_path / "run", log=lambda *_: None)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # a constant predictor has macro AUC 0.5 on every class
+    assert float(rows[-1]["val_auc"]) > 0.75
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    # the imbalance monitor ran every epoch and its ratios reached the strategy
+    assert all(r["r_tabular"] != "" for r in rows)
+    assert float(rows[0]["r_tabular"]) == 1.0  # before two evaluations r = 1
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["strategy"]["name"] == "miam"
+    assert (run / "imbalance.png").stat().st_size > 1000
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 0 and "torch" in env
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["masking"]["lam"] == 1.0
+
+
+def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"store": str(store), "train": {"epochs": 1, "batch_size": 128}, "model": {"d_model": 16}}))
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(path), "--out", str(tmp_path / "run")])
+    assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(path), "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_validate_lists_every_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"store": "x", "masking": {"strategy": "miamm", "kapa": 2}, "train": {"epochs": 0}}))
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(path), "model.d_model=abc"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "4 error(s)" in err
+    assert "masking.kapa: unknown key (did you mean 'kappa'?)" in err
+    assert "masking.strategy" in err and "train.epochs" in err and "model.d_model" in err
+    assert "Traceback" not in err
+
+
+def test_overrides_and_lambda_alias(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("store: s\nmasking:\n  lambda: 2\n")
+    r = load_recipe(path, ["masking.lambda=3", "train.epochs=5", "masking.strategy=uniform"])
+    assert r.masking.lam == 3 and r.train.epochs == 5 and r.masking.strategy == "uniform"
+    assert r.masking.strategy_params() == {}
+    assert load_recipe(path).masking.lam == 2
