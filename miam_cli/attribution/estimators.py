@@ -76,6 +76,8 @@ class CoalitionCache:
             raise ValueError(
                 f"value function returned {out.shape[0]} values for {coalitions.shape[0]} coalitions"
             )
+        if not np.isfinite(out).all():  # a NaN would silently poison every estimate using it
+            raise ValueError(f"value function returned {int((~np.isfinite(out)).sum())} non-finite values")
         self.calls += 1
         self.evaluations += coalitions.shape[0]
         self._values.update(zip(new, out.tolist()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from miam_cli.cli import data_commands
@@ -42,15 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     from miam_cli.cli.common import err
 
     try:
-        app(args=argv, prog_name="miam", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:  # usage errors: click's own message, exit 2
-        e.show(file=sys.stderr)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        # standalone mode: typer reports usage errors itself (exit 2) and exits with the command's code
+        app(args=argv, prog_name="miam")
     except UserError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
@@ -60,4 +52,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    sys.exit(0)

@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command("eval-subsets")(eval_subsets_cmd)
     app.command("compare")(compare_cmd)
     app.command("attribute")(attribute_cmd)
+    app.command("demo")(demo_cmd)
 
 
 def validate_cmd(
@@ -202,3 +203,28 @@ def attribute_cmd(
     caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
     print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
+
+
+def demo_cmd(
+    out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Where everything goes (data, store, runs, report)"),
+    surveys: int = typer.Option(1500, min=100, help="Synthetic surveys"),
+    species: int = typer.Option(16, min=2, help="Synthetic species"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
+    seed: int = typer.Option(0, help="Seed of the data and of training"),
+    json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
+) -> None:
+    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
+
+    Example: miam demo --out demo-out
+    """
+    from miam_cli.pipeline.demo import DemoOptions, run_demo
+
+    with Progress("train", None) as bar:
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed), log=log,
+                       progress=lambda e, s, n: bar.update(s, n, f"epoch {e + 1}"))
+    if json_out:
+        print_json(res)
+        return
+    out.print((Path(res["out"]) / "compare" / "compare.md").read_text(), highlight=False, markup=False)
+    log(f"report: {res['report_md']}")
+    out.print(res["report_html"])

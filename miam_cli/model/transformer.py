@@ -92,8 +92,8 @@ class Bucket:
         """[rows, C] -> [n, L, C], zeros in the padding."""
         if self.index is None:
             return rows.view(self.n, self.length, -1)
-        grid = rows.new_zeros(self.n * self.length, rows.shape[-1])
-        grid[self.index] = rows
+        # index_copy_/index_select rather than [] indexing: same result, several times faster on CPU.
+        grid = rows.new_zeros(self.n * self.length, rows.shape[-1]).index_copy_(0, self.index, rows)
         return grid.view(self.n, self.length, -1)
 
     def from_grid(self, grid: Tensor) -> Tensor:

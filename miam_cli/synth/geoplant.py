@@ -50,7 +50,6 @@ byte-identical files.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -833,9 +832,10 @@ def _truth_dict(world: _World, seed: int, n: int, k: int, event_year: int, split
         "near-linear view dominant. All other tabular columns are independent smooth noise fields. "
         "v is a vegetation latent, v = 0.5*productivity + 0.866*unique, where productivity is written into "
         "Soilgrid-soc (so v is partly redundant with the tabular data) and unique is local, per-survey and "
-        "visible only in the Sentinel-2 patch: per-pixel NDVI = (nir-red)/(nir+red) = 0.35 + 0.15*v*w(r) + noise, "
-        "w(r) = exp(-r^2/(2*24^2)) with r the distance in pixels from the patch centre, so the signal sits in "
-        "the centre and is nearly absent at the edges. Red and NIR share a random brightness that cancels in "
+        f"visible only in the Sentinel-2 patch: per-pixel NDVI = (nir-red)/(nir+red) = {NDVI_BASE} + "
+        f"{NDVI_AMPLITUDE}*v*w(r) + a smooth background texture (sd {NDVI_BACKGROUND_SD}, independent of v) + "
+        f"pixel noise, w(r) = exp(-r^2/(2*{PATCH_DECAY_SIGMA_PX:g}^2)) with r the distance in pixels from the "
+        "patch centre, so the signal sits in the centre and is nearly absent at the edges. Red and NIR share a random brightness that cancels in "
         "the ratio, so NDVI (a band ratio) is the clean signal; green and blue are pure noise, independent of "
         "everything. e is the local intensity of an extreme-event (heatwave) year: only in that year do the "
         "Landsat cube (nir drops, red/swir1/swir2 rise, in quarter 3 and half as much in quarter 2) and the "
@@ -858,8 +858,11 @@ def _truth_dict(world: _World, seed: int, n: int, k: int, event_year: int, split
         "informative_bands": ["red", "nir"],
         "noise_bands": ["green", "blue"],
         "patch_decay": {
-            "description": "per-pixel NDVI = base + amplitude*v*w(r) + N(0, pixel_noise^2), "
-                           "w(r) = exp(-r^2 / (2 sigma^2)), r = distance in pixels from the patch centre (63.5, 63.5)",
+            "description": "per-pixel NDVI = base + amplitude*v*w(r) + background_sd*smooth_waves + N(0, pixel_noise^2), "
+                           "w(r) = exp(-r^2 / (2 sigma^2)), r = distance in pixels from the patch centre (63.5, 63.5); "
+                           "the background texture is independent of v, so the centre carries the signal and the "
+                           "edges almost none",
+            "background_sd": NDVI_BACKGROUND_SD,
             "base": NDVI_BASE, "amplitude": NDVI_AMPLITUDE, "sigma_px": PATCH_DECAY_SIGMA_PX,
             "pixel_noise": NDVI_PIXEL_NOISE, "patch_size": PATCH_SIZE, "jpeg_quality": JPEG_QUALITY,
             "grid4_mean_weight": [[round(x, 4) for x in row] for row in weights],
