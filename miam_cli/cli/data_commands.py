@@ -121,3 +121,82 @@ def _print_summary(path: Path, json_out: bool) -> None:
     print_table(f"store {s['store']} ({s['dataset']})", ["modality", "kind", "tokens", "features", "axes", "missing"], rows, caption)
     if s["faults"] or s["dropped"]:
         print_table("faults met at prepare", ["kind", "count"], [[k, v] for k, v in {**s["faults"], **s["dropped"]}.items()])
+
+
+# ------------------------------------------------------------------ TaxaBench and custom datasets
+@synth_app.command("taxabench")
+def synth_taxabench_cmd(
+    raw_dir: Optional[Path] = typer.Argument(None, help="Where to write the raw files [default: data/taxabench]"),
+    observations: int = typer.Option(600, min=10, help="Number of observations."),
+    species: int = typer.Option(12, min=2, help="Number of species (classes)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+) -> None:
+    """Synthetic TaxaBench-8k data (photos, sounds, satellite chips, climate raster), with planted truth.
+
+    Example: miam synth taxabench data/taxabench --observations 600 --species 12 --seed 0
+    """
+    from miam_cli.synth.taxabench import synth_taxabench
+
+    raw = default_path(raw_dir, Path("data/taxabench"), "RAW_DIR")
+    with Progress("synth taxabench", observations) as bar:
+        synth_taxabench(raw, observations=observations, species=species, seed=seed, progress=bar.update)
+    log(f"wrote {observations} observations, {species} species to {raw} (truth: {raw / 'truth.json'})")
+    out.print(str(raw))
+
+
+@prepare_app.command("taxabench")
+def prepare_taxabench_cmd(
+    raw_dir: Optional[Path] = typer.Argument(None, help="Raw TaxaBench-8k files [default: data/taxabench]"),
+    store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/taxabench]"),
+    embeddings: Optional[list[str]] = typer.Option(
+        None, "--embeddings", help="Precomputed embeddings (.pt, .npz, .npy + ids, .parquet; NAME=FILE names a single-array "
+                                   "file's modality); repeatable. Given: one embedding token per modality instead of raw decoding."),
+    min_per_class: int = typer.Option(1, min=1, help="Keep classes with at least this many observations."),
+    seed: int = typer.Option(0, help="Seed of the stratified split."),
+    grid: int = typer.Option(4, min=1, help="Sub-patch grid of the images (grid x grid tokens per band)."),
+    image_size: int = typer.Option(64, min=1, help="Side in pixels the images' centre square is resized to."),
+    audio_seconds: float = typer.Option(5.0, min=0.1, help="Seconds of each recording used."),
+    audio_tokens: int = typer.Option(10, min=1, help="Time tokens per recording."),
+    workers: int = typer.Option(0, min=0, help="Decoding processes (0 = in this process)."),
+    chunk_size: int = typer.Option(256, min=1, help="Samples per zarr chunk (and per unit of resume/shard)."),
+    strict: bool = typer.Option(False, help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing."),
+    shard: Optional[str] = typer.Option(None, help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT."),
+    overwrite: bool = typer.Option(False, help="Rebuild a complete store."),
+    json_out: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+) -> None:
+    """TaxaBench-8k (raw files, or precomputed per-modality embeddings) -> token store; multi-class, stratified split.
+
+    Example: miam prepare taxabench data/taxabench stores/taxabench --min-per-class 5
+    """
+    from miam_cli.data.readers import LogMelParams
+    from miam_cli.data.taxabench import TaxaBenchOptions, plan_taxabench
+
+    raw = default_path(raw_dir, Path("data/taxabench"), "RAW_DIR")
+    dest = default_path(store, Path("stores/taxabench"), "STORE")
+    opts = TaxaBenchOptions(embeddings=list(embeddings or []), min_per_class=min_per_class, seed=seed, grid=grid,
+                            image_size=image_size, audio=LogMelParams(seconds=audio_seconds, tokens=audio_tokens))
+    plan, decoder = plan_taxabench(raw, opts)
+    _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
+
+
+@prepare_app.command("custom")
+def prepare_custom_cmd(
+    spec: Path = typer.Argument(..., help="Dataset spec (YAML; see docs/dataset-spec.md)."),
+    store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/<spec name>]"),
+    workers: int = typer.Option(0, min=0, help="Decoding processes (0 = in this process)."),
+    chunk_size: int = typer.Option(256, min=1, help="Samples per zarr chunk (and per unit of resume/shard)."),
+    strict: bool = typer.Option(False, help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing."),
+    shard: Optional[str] = typer.Option(None, help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT."),
+    overwrite: bool = typer.Option(False, help="Rebuild a complete store."),
+    json_out: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+) -> None:
+    """Your own data, described by a dataset spec: points table + modalities (columns, rasters, files, cubes, embeddings).
+
+    Example: miam prepare custom my-data.yaml stores/my-data
+    """
+    from miam_cli.data.custom import load_spec, plan_custom
+
+    dataset = load_spec(spec)
+    dest = default_path(store, Path("stores") / dataset.name, "STORE")
+    plan, decoder = plan_custom(dataset, spec)
+    _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)

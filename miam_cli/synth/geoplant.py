@@ -139,7 +139,7 @@ _LANDSAT_SEASON = np.array(
         [0.90, 1.00, 1.10, 1.00],  # swir2
     ]
 )
-_LANDSAT_EVENT = np.array([2.0, 0.0, 0.0, -10.0, 7.0, 5.0])
+_LANDSAT_EVENT = np.array([3.0, 0.0, 0.0, -15.0, 10.0, 6.0])
 _LANDSAT_NOISE_REL = 0.06
 
 # Bioclim monthly cube (temperatures in K x 10, precipitation on the real cube's scale).
