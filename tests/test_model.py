@@ -91,6 +91,18 @@ def test_dropping_equals_key_padding_reference(pooling):
     torch.testing.assert_close(out_noisy, out, atol=1e-5, rtol=0)
 
 
+def test_dropping_gradients_equal_reference_gradients():
+    model = make_model(pooling="mean").train()
+    values, keep = make_batch(model.layout, seed=4)
+    grads = []
+    for fn in (model, model.reference_forward):
+        model.zero_grad()
+        fn(values, keep).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_bucketing_does_not_change_output():
     model = make_model()
     values, keep = make_batch(model.layout, seed=3, batch=16)
@@ -217,3 +229,10 @@ def test_losses():
     assert torch.isclose(ce, torch.log(torch.tensor(3.0)))
     with pytest.raises(ValueError, match="multilabel"):
         make_loss("regression")
+
+
+def test_empty_batch():
+    model = make_model()
+    values, keep = make_batch(model.layout)
+    out = model({n: v[:0] for n, v in values.items()}, {n: k[:0] for n, k in keep.items()})
+    assert out.shape == (0, 3)

@@ -136,7 +136,8 @@ class ModelGame:
         task, target = self.run.task, self.batch.target.numpy()
         if self.target.kind == "loss":
             return -mean_loss(task, target, logits.numpy())
-        probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
         if self.target.kind == "class":
+            probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
             return float(probs[:, self.target.class_index].mean())
-        return float(compute_metrics(task, target, probs.numpy())[primary_metric(task)])
+        # rank metrics on logits (see evaluate.predict.evaluate: exact ties survive)
+        return float(compute_metrics(task, target, logits.numpy())[primary_metric(task)])

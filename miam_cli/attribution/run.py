@@ -85,14 +85,16 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     P = len(players.names)
     if reuse is not None:
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
-        return shapley_from_subset_values(reuse, P, players.names)
+        result = shapley_from_subset_values(reuse, P, players.names)
+        result.evaluations = game.evaluations  # v(none) was evaluated here; the rest came from the table
+        return result
     if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
         return exact_shapley(game, P, players.names)
     sampler = PermutationSampler(game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
     if req.shard is None or req.shard[1] == 1:
         return sampler.run()
     i, n = req.shard
-    pairs = max(1, req.budget // (n * (P + 1)))  # each shard spends about budget / n evaluations
+    pairs = max(1, req.budget // (n * 2 * (P + 1)))  # a pair is 2(P+1) coalitions: each shard spends about budget / n
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
@@ -108,10 +110,11 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     if req.shard is not None and req.shard[1] > 1 and len(players.names) <= req.exact_max:
         raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits permutation sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
-    result = estimate(game, players, req, reused_subset_values(run, players, req))
+    reuse = reused_subset_values(run, players, req)
+    result = estimate(game, players, req, reuse)
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
             "players": players.axis, "modality": players.modality, "samples": len(game.batch), "warning": warning,
-            "reused_eval_subsets": result.method == "exact" and game.evaluations == 1 and len(players.names) > 1}
+            "reused_eval_subsets": reuse is not None}
     if req.shard is not None and req.shard[1] > 1:
         path = out / "shards" / f"{stem}-{req.shard[0]:03d}-of-{req.shard[1]:03d}.json"
         atomic_write_json(path, {"meta": meta, "result": result.to_dict()})
@@ -127,6 +130,12 @@ def merge_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | No
     files = sorted((out / "shards").glob(f"{stem}-*-of-*.json"))
     if not files:
         raise UserError(f"{out / 'shards'}: no shard files for {stem}; run attribute --shard I/N first")
+    counts = {f.stem.rsplit("-of-", 1)[1] for f in files}
+    if len(counts) != 1:
+        raise UserError(f"shard files of different shard counts in {out / 'shards'} for {stem}: remove the stale ones")
+    expected = int(counts.pop())
+    if len(files) != expected:
+        raise UserError(f"{len(files)} of {expected} shard files present in {out / 'shards'} for {stem}; run the missing shards first")
     docs = [json.loads(f.read_text()) for f in files]
     result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=req.tolerance)
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)

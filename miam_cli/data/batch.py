@@ -30,6 +30,9 @@ class Batch:
         return cls(values, valid, torch.from_numpy(store.targets(idx)), torch.from_numpy(idx))
 
     def select(self, rows) -> "Batch":
+        if isinstance(rows, slice):  # a view, no copy: evaluation walks the split in order
+            return Batch({m: v[rows] for m, v in self.values.items()}, {m: v[rows] for m, v in self.valid.items()},
+                         self.target[rows], self.index[rows])
         rows = torch.as_tensor(rows, dtype=torch.long)
         return Batch(
             {m: v[rows] for m, v in self.values.items()},
@@ -70,7 +73,10 @@ class SplitTensors:
         return len(self.full)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None):
-        order = torch.arange(len(self)) if order is None else order
+        if order is None:
+            for start in range(0, len(self), batch_size):
+                yield self.full.select(slice(start, start + batch_size))
+            return
         for start in range(0, len(order), batch_size):
             yield self.full.select(order[start : start + batch_size])
 

@@ -46,6 +46,7 @@ __all__ = [
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus", ".aiff", ".aif"}
 ARRAY_SUFFIXES = {".npy", ".pt"}
+SNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}  # what libsndfile is meant to read
 
 
 # ================================================================ faults and sources
@@ -55,6 +56,9 @@ class Fault(Exception):
     def __init__(self, kind: str, file: str | Path | None, detail: str):
         super().__init__(detail)
         self.kind, self.file, self.detail = kind, (str(file) if file is not None else None), detail
+
+    def __reduce__(self):  # faults found at plan time travel to spawned workers inside a TableSource
+        return Fault, (self.kind, self.file, self.detail)
 
     def record(self, sample: str, modality: str) -> dict:
         return {"kind": self.kind, "file": self.file, "sample": sample, "modality": modality, "detail": self.detail}
@@ -126,8 +130,9 @@ def _paths(key) -> list[Path]:
 
 
 def _first_path(key) -> str | None:
-    return str(key[0]) if isinstance(key, (list, tuple)) and key and isinstance(key[0], (str, Path)) else (
-        str(key) if isinstance(key, (str, Path)) else None)
+    """The file a fault is about (None when the key is not a path, e.g. a raster window's pixel)."""
+    first = key[0] if isinstance(key, (list, tuple)) and key else key
+    return str(first) if isinstance(first, (str, Path)) else None
 
 
 def _require(paths: list[Path]) -> None:
@@ -141,11 +146,15 @@ def grid_names(grid: int) -> list[str]:
     return [f"r{r}c{c}" for r in range(grid) for c in range(grid)]
 
 
+_PIL_NATURAL = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB"}
+
+
 def load_bands(paths: list[Path], mode: str | None = None) -> np.ndarray:
     """[C, H, W] float32: the files' bands stacked in order (GeoTIFF via rasterio, the rest via PIL).
 
     `mode` ("RGB", "L") converts a PIL image first, e.g. so that a grayscale photo still gives 3 bands.
-    PIL images otherwise keep their natural bands: L -> 1, RGB -> 3, RGBA -> 4 (palette -> RGB).
+    PIL images otherwise keep their natural bands and depth (L, I;16, F -> 1, RGB -> 3, RGBA -> 4);
+    modes numpy cannot take as they are (bilevel, palette, CMYK, ...) are converted first.
     """
     layers = []
     for p in paths:
@@ -158,8 +167,8 @@ def load_bands(paths: list[Path], mode: str | None = None) -> np.ndarray:
         from PIL import Image
 
         with Image.open(p) as im:
-            im = im.convert(mode or ("L" if im.mode in ("L", "1", "I", "F", "I;16") else "RGBA" if im.mode == "RGBA" else "RGB"))
-            a = np.asarray(im, dtype=np.float32)
+            target = mode or _PIL_NATURAL.get(im.mode)
+            a = np.asarray(im.convert(target) if target and target != im.mode else im, dtype=np.float32)
         layers.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {layer.shape[1:] for layer in layers}
     if len(shapes) > 1:
@@ -181,7 +190,8 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
         return image
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(b, mode="F").resize((size, size), Image.BILINEAR)) for b in image.astype(np.float32)])
+    # mode F (float32) per band: no clipping or rounding to 8 bits, whatever the bands hold
+    return np.stack([np.asarray(Image.fromarray(b).resize((size, size), Image.BILINEAR)) for b in image.astype(np.float32)])
 
 
 @dataclass(frozen=True)
@@ -437,7 +447,8 @@ def log_mel_tokens(signal: np.ndarray, rate: int, p: LogMelParams) -> tuple[np.n
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """(mono float32 signal, sample rate): soundfile (WAV, FLAC, OGG, MP3...), then PyAV if installed.
 
-    Raises `Fault("unreadable_audio")` when neither can decode the file (e.g. `.m4a` without PyAV).
+    A file neither can decode is a fault: `corrupt_file` for a format libsndfile reads (the file is
+    broken), `unreadable_audio` for the others (e.g. `.m4a` when PyAV is not installed).
     """
     import soundfile as sf
 
@@ -446,14 +457,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         return data.mean(axis=1), int(rate)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         first = f"libsndfile: {e}"
+    kind = "corrupt_file" if Path(path).suffix.lower() in SNDFILE_SUFFIXES else "unreadable_audio"
     try:
         import av  # noqa: F401
     except ImportError:
-        raise Fault("unreadable_audio", path, f"{first}; install PyAV (pip install av) to decode this format"[:300]) from None
+        hint = "" if kind == "corrupt_file" else "; install PyAV (pip install av) to decode this format"
+        raise Fault(kind, path, f"{first}{hint}"[:300]) from None
     try:
         return _read_with_pyav(path)
     except Exception as e:
-        raise Fault("unreadable_audio", path, f"{first}; PyAV: {type(e).__name__}: {e}"[:300]) from None
+        raise Fault(kind, path, f"{first}; PyAV: {type(e).__name__}: {e}"[:300]) from None
 
 
 def _read_with_pyav(path: Path) -> tuple[np.ndarray, int]:
@@ -508,7 +521,8 @@ def read_embeddings(spec: str | Path, id_column: str = "id") -> EmbeddingTable:
     - `.parquet`: column `id_column` plus one list column per modality.
     """
     text = str(spec)
-    name, _, file = text.partition("=") if "=" in text and _NAME.match(text.partition("=")[0]) else ("", "", text)
+    named = "=" in text and not Path(text).exists() and _NAME.match(text.partition("=")[0])
+    name, _, file = text.partition("=") if named else ("", "", text)
     path = Path(file)
     if not path.is_file():
         raise UserError(f"{path}: no such embeddings file")

@@ -20,20 +20,27 @@ from miam_cli.store.atomic import atomic_write, atomic_write_text
 ORACLE = "oracle"
 
 
-def run_info(run_dir: Path) -> dict:
+def run_info(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
     table_path = run_dir / "eval" / "subsets.csv"
     if not table_path.exists():
         raise UserError(f"{run_dir}: no eval/subsets.csv; run `miam eval-subsets {run_dir}` first")
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     table = pd.read_csv(table_path)
+    if "split" in table.columns:
+        table = table[table["split"] == split]
+        if "checkpoint" in table.columns and (table["checkpoint"] == "best").any():
+            table = table[table["checkpoint"] == "best"]
+        if table.empty:
+            raise UserError(f"{run_dir}: eval/subsets.csv has no rows for split {split!r}")
     groups = recipe.get("modalities")
     return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups}
 
 
-def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None) -> pd.DataFrame:
+def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
+                 split: str = "test") -> pd.DataFrame:
     """Long table: one row per (label, subset) with mean, std, runs."""
-    infos = [run_info(r) for r in run_dirs]
+    infos = [run_info(r, split) for r in run_dirs]
     metric = metric or _default_metric(infos)
     widest = max(len(i["table"].query("kind == 'subset'")["subset"].map(lambda s: s.split("+")).explode().unique()) for i in infos)
     records = []

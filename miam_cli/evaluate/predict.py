@@ -49,7 +49,10 @@ def predict(model, data, visible: dict[str, torch.Tensor] | None = None, batch_s
 
 def evaluate(model, data, task_type: str, visible=None, batch_size: int = 1024, device="cpu", rows=None) -> dict:
     pred = predict(model, data, visible, batch_size, device, rows)
-    metrics = compute_metrics(task_type, pred.targets, pred.probabilities(task_type))
+    # every metric here is a ranking (AUC, top-k), invariant to the monotone sigmoid/softmax, so they
+    # are computed on logits: vectorised sigmoid kernels can differ in the last bit between SIMD lanes
+    # and the tail, which would break the exact ties of identical logits
+    metrics = compute_metrics(task_type, pred.targets, pred.logits)
     return {**metrics, "visible_tokens": pred.visible_tokens, "samples": int(len(pred.targets))}
 
 

@@ -72,7 +72,13 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
                      "split": split, "checkpoint": run.which})
         if progress:
             progress(k + 1, len(specs))
-    return pd.DataFrame(rows)
+    # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
+    return pd.DataFrame(rows, columns=table_columns(run.task))
+
+
+def table_columns(task: str) -> list[str]:
+    metrics = ["auc", "auc_classes", "f1_25", "recall_25"] if task == "multilabel" else ["top1", "top5"]
+    return ["subset", "kind", "modalities", *metrics, "visible_tokens", "samples", "split", "checkpoint"]
 
 
 # ------------------------------------------------------------------ files
@@ -89,9 +95,20 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(run_dir: Path, table: pd.DataFrame) -> Path:
-    """subsets.csv + subsets.json (+ a heat map); returns the CSV path."""
+    """subsets.csv + subsets.json (+ a heat map); returns the CSV path.
+
+    Rows already in subsets.csv for other subsets, splits or checkpoints are kept (new rows first):
+    evaluating one more selector must not throw away the 2^M - 1 table that attribution reuses.
+    """
     out = eval_dir(run_dir)
     csv_path = out / "subsets.csv"
+    if csv_path.exists() and len(table):
+        old = pd.read_csv(csv_path)
+        if len(old):
+            key = ["subset", "split", "checkpoint"]
+            fresh = set(map(tuple, table[key].astype(str).values))
+            kept = old[[tuple(r) not in fresh for r in old[key].astype(str).values]]
+            table = pd.concat([table, kept], ignore_index=True) if len(kept) else table
     write_table(table, csv_path)
     atomic_write_json(out / "subsets.json", {"rows": table.replace({np.nan: None}).to_dict("records")})
     plot_subsets(table, out / "subsets.png")
@@ -108,7 +125,8 @@ def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
     expected = int(counts.pop().split(".")[0])
     if len(files) != expected:
         raise UserError(f"{len(files)} of {expected} shard files present in {files[0].parent}; run the missing shards first")
-    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    tables = [pd.read_csv(f) for f in files]
+    table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # empty shards add nothing
     rank = {label: i for i, label in enumerate(order)}
     return table.sort_values("subset", key=lambda s: s.map(lambda x: rank.get(x, len(rank)))).reset_index(drop=True)
 

@@ -70,6 +70,8 @@ class TokenLayout:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "group_names", tuple(self.group_names))
         names = self.names
+        if not names:
+            raise ValueError("a token layout needs at least one modality")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate modality names in layout: {names}")
         used = {m.group for m in self.modalities}

@@ -3,21 +3,21 @@
 `MiamModel` follows MAE: masked tokens are *dropped*. Only the kept tokens are tokenized, and the
 encoder runs on them alone, so its cost follows the visible tokens, not all tokens.
 
-Packing. The encoder works on a packed list of rows: for each sample its CLS token followed by its
-visible tokens, samples one after the other, no padding. Everything that acts on one token at a
-time (LayerNorms, the qkv/output projections, the MLP: most of the cost at these sequence lengths)
-runs on that list, so it costs exactly (visible tokens + one CLS) per sample.
-
-Length buckets, for attention only. MIAM's corner draws put nearly-empty and nearly-full samples in
-the same batch, so padding every sample to the batch's longest would give much of the saving back.
+Packing with length buckets. MIAM's corner draws put nearly-empty and nearly-full samples in the
+same batch, so padding every sample to the batch's longest would give much of the saving back.
 Samples are sorted by visible count and cut into at most `buckets` contiguous runs of that order;
-each run's rows are scattered into a [n, L] grid padded to its own longest sample, attended with a
-key-padding mask (`scaled_dot_product_attention` with a boolean mask), and gathered back. The cut
-points minimise sum over runs of n * L^2 (the attention work, padding included), found exactly by a
-small dynamic programme over the distinct counts (`bucket_bounds`). Attention never crosses samples
-and padded keys are masked, so the output does not depend on the bucketing (up to float rounding):
-the bucket count only changes cost. Pooling (CLS or mean over CLS + visible tokens) reads the same
-grids. Everything is plain indexing and dense kernels: deterministic on CPU, no nested tensors.
+each run is an [n, L] grid padded to its own longest sample (CLS first, then the sample's visible
+tokens in layout order), and all grids lie back to back in one flat buffer of [cells, d] rows. The
+token-wise layers (norms, projections, MLP) run on that buffer in one call each; attention runs per
+grid through `scaled_dot_product_attention` with a boolean key-padding mask. The cut points are
+those that minimise the encoder's work including padding, sum over runs of n * L * ((2 + r) d + L)
+(token-wise cost ~ (4 + 2r) d^2 per cell with r = mlp_ratio, attention ~ 2 d L), found exactly by a
+small dynamic programme over the distinct counts (`bucket_bounds`). With 16 buckets a MIAM batch
+has ~4% more cells than visible tokens + CLS (one bucket: ~96% more). Attention never crosses
+samples and padded keys are masked, so the output does not depend on the bucketing (up to float
+rounding): the bucket count only changes cost. Pooling (CLS, or mean over CLS + visible tokens)
+reads the same grids. Padding cells start at zero and stay finite. Everything is plain indexing
+and dense kernels: deterministic on CPU, no nested tensors.
 
 `MaskTokenModel` is the baseline that MaskSDM uses: every token is tokenized, masked ones get their
 content replaced by a learned mask token (position and modality embeddings kept), and the encoder
@@ -42,12 +42,14 @@ from miam_cli.model.tokenizers import ModalityTokenizer
 POOLINGS = ("cls", "mean")
 
 
-def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int) -> list[tuple[int, int]]:
+def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int, token_cost: float = 0.0) -> list[tuple[int, int]]:
     """Cut samples sorted by visible count (ascending) into <= max_buckets contiguous runs [i0, i1).
 
-    Minimises sum over runs of n x L^2 with L = the run's longest count + 1 (CLS): the attention
-    work including padding. Cuts only ever fall between distinct counts, so the exact DP runs over
-    the U distinct counts (U <= T_total + 1) in O(K U^2), vectorised: negligible next to a step.
+    Minimises the encoder's work including padding, sum over runs of n x L x (token_cost + L), with
+    L = the run's longest count + 1 (CLS): n x L cells each cost `token_cost` (norms, projections,
+    MLP) plus L for attending to L keys. Cuts only ever fall between distinct counts, so the exact DP
+    runs over the U distinct counts (U <= T_total + 1) in O(K U^2), vectorised: negligible next to a
+    training step.
     """
     n = len(sorted_counts)
     if n == 0:
@@ -61,7 +63,7 @@ def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int) -> list[tuple[int
     ends = np.concatenate([[0], np.searchsorted(sorted_counts, uniq, side="right")]).astype(np.float64)
     width = np.concatenate([[0.0], uniq + 1.0])
     size = ends[None, :] - ends[:, None]
-    run_cost = np.where(size > 0, size * width[None, :] ** 2, np.inf)
+    run_cost = np.where(size > 0, size * width[None, :] * (token_cost + width[None, :]), np.inf)
     best = np.full(len(ends), np.inf)
     best[0] = 0.0
     back = []
@@ -79,44 +81,29 @@ def bucket_bounds(sorted_counts: np.ndarray, max_buckets: int) -> list[tuple[int
 
 @dataclass
 class Bucket:
-    """Samples whose rows are contiguous in the packed list, attended together as an [n, L] grid."""
+    """A run of samples attended together as one [n, L] grid (L = its longest sample + CLS)."""
 
-    size: int  # its number of rows
     n: int
     length: int
-    index: Tensor | None  # each row's cell in the flattened [n * L] grid; None: the rows fill it exactly
     attend: Tensor | None  # [n, L] bool: keys attention may use; None: all of them
     pool: Tensor  # [n, L] bool: cells that mean pooling averages (CLS + visible tokens)
-
-    def to_grid(self, rows: Tensor) -> Tensor:
-        """[rows, C] -> [n, L, C], zeros in the padding."""
-        if self.index is None:
-            return rows.view(self.n, self.length, -1)
-        # index_copy_/index_select rather than [] indexing: same result, several times faster on CPU.
-        grid = rows.new_zeros(self.n * self.length, rows.shape[-1]).index_copy_(0, self.index, rows)
-        return grid.view(self.n, self.length, -1)
-
-    def from_grid(self, grid: Tensor) -> Tensor:
-        """[n, L, ...] -> [rows, C]: the padding cells dropped."""
-        flat = grid.reshape(self.n * self.length, -1)
-        return flat if self.index is None else flat.index_select(0, self.index)
 
 
 @dataclass
 class Packing:
-    """How a batch's rows are laid out: its buckets, in row order, and the way back to batch order."""
+    """A batch laid out as its buckets' grids, back to back in one flat buffer of [cells, d] rows."""
 
     buckets: list[Bucket]
     restore: Tensor | None  # pooled outputs (bucket order) -> batch order; None: already in order
 
-    def split(self, rows: Tensor) -> list[Tensor]:
-        """Rows -> one piece per bucket. (`split`, not slicing: slicing's backward would zero-fill
-        a full-size gradient per bucket.)"""
-        return list(rows.split([b.size for b in self.buckets]))
+    def grids(self, buffer: Tensor) -> list[Tensor]:
+        """[cells, C] -> one [n, L, C] view per bucket."""
+        pieces = buffer.split([b.n * b.length for b in self.buckets])
+        return [piece.view(b.n, b.length, -1) for piece, b in zip(pieces, self.buckets)]
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block on packed rows; attention per bucket through SDPA."""
+    """Pre-norm transformer block on the packed buffer; attention per bucket grid through SDPA."""
 
     def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -130,19 +117,19 @@ class EncoderBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, packing: Packing) -> Tensor:
-        qkv = self.qkv(self.norm1(x))
-        attended = torch.cat([self._attend(part, b) for part, b in zip(packing.split(qkv), packing.buckets)])
-        x = x + self.drop(self.proj(attended))
+        grids = packing.grids(self.qkv(self.norm1(x)))
+        attended = torch.cat([self._attend(g, b).flatten(0, 1) for g, b in zip(grids, packing.buckets)])
+        x = x + self.drop(self.proj(attended.flatten(1)))
         return x + self.drop(self.mlp(self.norm2(x)))
 
     def _attend(self, qkv: Tensor, bucket: Bucket) -> Tensor:
-        d = qkv.shape[-1] // 3
-        grid = bucket.to_grid(qkv).view(bucket.n, bucket.length, 3, self.heads, d // self.heads)
-        q, k, v = grid.permute(2, 0, 3, 1, 4)
+        """[n, L, 3d] -> [n, L, H, d/H] (a view of SDPA's output, which is laid out that way)."""
+        n, length, d3 = qkv.shape
+        q, k, v = qkv.view(n, length, 3, self.heads, d3 // (3 * self.heads)).permute(2, 0, 3, 1, 4)
         # Only keys are masked: padded query rows still see their CLS, so no row is all -inf.
         mask = None if bucket.attend is None else bucket.attend[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return bucket.from_grid(out.transpose(1, 2))
+        return out.transpose(1, 2)
 
 
 class MiamModel(nn.Module):
@@ -160,7 +147,7 @@ class MiamModel(nn.Module):
         mlp_ratio: float = 4,
         dropout: float = 0.0,
         pooling: str = "cls",
-        buckets: int = 8,
+        buckets: int = 16,
     ) -> None:
         super().__init__()
         if d_model % heads:
@@ -187,8 +174,17 @@ class MiamModel(nn.Module):
     def encode(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Tensor:
         """Pooled representation [B, d] from the kept tokens only."""
         batch = self._check(values, keep)
+        if batch == 0:
+            return self.cls_token.new_zeros(0, self.cls_token.shape[0])
         tokens, owner = self._visible_tokens(values, keep)
-        return self._run(*self._pack(tokens, owner, batch))
+        pooled = self._run(*self._pack(tokens, owner, batch))
+        # Every sample with nothing visible has the same input (CLS alone), so it must get the same
+        # output bit for bit; BLAS kernels can differ in the last bit by row position, which would
+        # turn the exact ties of "no input" into noise for rank metrics such as AUC.
+        empty = torch.bincount(owner, minlength=batch) == 0
+        if bool(empty.any()):
+            pooled = torch.where(empty[:, None], pooled[empty][:1], pooled)
+        return pooled
 
     def reference_forward(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Tensor:
         """Slow reference with the same weights: every token is tokenized and run at full length, and
@@ -224,34 +220,37 @@ class MiamModel(nn.Module):
         return torch.cat(parts), torch.cat(owners)
 
     def _pack(self, tokens: Tensor, owner: Tensor, batch: int) -> tuple[Tensor, Packing]:
-        """Rows = per sample (fewest visible first) its CLS then its tokens; buckets over them."""
+        """Scatter CLS + visible tokens into the bucket grids: samples fewest-visible first, each
+        sample's grid row holding its CLS then its tokens in layout order, zeros after."""
         device = tokens.device
         counts = torch.bincount(owner, minlength=batch)
         order = torch.argsort(counts, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(batch, device=device)
-        # CLS rows first in the concatenation, and a stable sort by rank: each sample's rows become
-        # contiguous with its CLS first and its tokens in layout order.
+        sorted_counts = counts[order]
+
+        host_counts = sorted_counts.cpu().numpy()  # bucket bounds and sizes are decided on the host
+        buckets, base, cells = [], [], 0
+        token_cost = (2 + self.hparams["mlp_ratio"]) * tokens.shape[1]  # in units of attention per key
+        for i0, i1 in bucket_bounds(host_counts, self.buckets, token_cost):
+            length = int(host_counts[i1 - 1]) + 1
+            base.append(cells + length * np.arange(i1 - i0))  # first cell of each sample's grid row
+            cells += length * (i1 - i0)
+            pool = torch.arange(length, device=device) <= sorted_counts[i0:i1, None]
+            padded = host_counts[i0] != host_counts[i1 - 1]  # sorted: unpadded iff all counts equal
+            buckets.append(Bucket(i1 - i0, length, pool if padded else None, pool))
+
+        # A row's slot in its sample's grid row = its position among that sample's rows, CLS first:
+        # CLS rows come first in the concatenation and the sort by rank is stable.
         rows = torch.cat([self.cls_token.to(tokens.dtype).expand(batch, -1), tokens])
         row_rank = rank[torch.cat([torch.arange(batch, device=device), owner])]
-        row_order = torch.argsort(row_rank, stable=True)
-        rows, row_rank = rows.index_select(0, row_order), row_rank[row_order]
-        sorted_counts = counts[order]
-        starts = torch.cumsum(sorted_counts + 1, 0) - (sorted_counts + 1)
-        slot = torch.arange(len(rows), device=device) - starts[row_rank]  # 0 = CLS
-
-        host_counts = sorted_counts.cpu().numpy()
-        host_starts = np.concatenate([[0], np.cumsum(host_counts + 1)])
-        buckets = []
-        for i0, i1 in bucket_bounds(host_counts, self.buckets):
-            length = int(host_counts[i1 - 1]) + 1
-            span = slice(int(host_starts[i0]), int(host_starts[i1]))
-            padded = (i1 - i0) * length != span.stop - span.start
-            # (these index tensors are built once per forward and shared by all blocks)
-            index = (row_rank[span] - i0) * length + slot[span] if padded else None
-            attend = torch.arange(length, device=device) <= sorted_counts[i0:i1, None]
-            buckets.append(Bucket(span.stop - span.start, i1 - i0, length, index, attend if padded else None, attend))
-        return rows, Packing(buckets, restore=rank)
+        position = torch.empty_like(row_rank)
+        position[torch.argsort(row_rank, stable=True)] = torch.arange(len(rows), device=device)
+        first = torch.cumsum(sorted_counts + 1, 0) - (sorted_counts + 1)  # first position per rank
+        cell = torch.from_numpy(np.concatenate(base)).to(device)[row_rank] + position - first[row_rank]
+        # Padding cells are zeros: finite through every layer, and never attended as keys.
+        buffer = rows.new_zeros(cells, rows.shape[1]).index_copy_(0, cell, rows)
+        return buffer, Packing(buckets, restore=rank)
 
     # ---- full-length path (reference and mask-token baseline) --------------------------------
     def _encode_full(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor], mask_token: Tensor | None) -> Tensor:
@@ -269,8 +268,7 @@ class MiamModel(nn.Module):
             parts.append(content + tokenizer.context(t))
         x = torch.cat([self.cls_token.to(parts[0].dtype).expand(batch, 1, -1), *parts], dim=1)
         visible = torch.cat([torch.ones(batch, 1, dtype=torch.bool, device=x.device), self.layout.flatten_keep(keep)], 1)
-        bucket = Bucket(x.shape[0] * x.shape[1], batch, x.shape[1], None,
-                        attend=visible if mask_token is None else None, pool=visible)
+        bucket = Bucket(batch, x.shape[1], attend=visible if mask_token is None else None, pool=visible)
         return self._run(x.reshape(-1, x.shape[-1]), Packing([bucket], restore=None))
 
     # ---- shared ------------------------------------------------------------------------------
@@ -279,7 +277,7 @@ class MiamModel(nn.Module):
         for block in self.blocks:
             rows = block(rows, packing)
         rows = self.norm(rows)
-        pooled = torch.cat([self._pool(b.to_grid(part), b.pool) for part, b in zip(packing.split(rows), packing.buckets)])
+        pooled = torch.cat([self._pool(g, b.pool) for g, b in zip(packing.grids(rows), packing.buckets)])
         return pooled if packing.restore is None else pooled.index_select(0, packing.restore)
 
     def _pool(self, grid: Tensor, pool: Tensor) -> Tensor:

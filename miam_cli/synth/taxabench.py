@@ -20,8 +20,8 @@
     truth.json                                 the planted truth (written last: marks a complete dataset)
 
 Planted truth: each observation is one species (multi-class). The five modalities carry the species
-with decreasing strength: **ground** (a disc of the species' colour in 90 % of photos) > **audio** (the
-species' call, a tone with two harmonics at a species frequency, in 75 % of recordings; the others hold
+with decreasing strength: **ground** (a disc of the species' colour in 95 % of photos) > **audio** (the
+species' call, a tone with two harmonics at a species frequency, in 70 % of recordings; the others hold
 noise only) > **environment** (species niches: an observation's cell is drawn on land with weight
 exp(-|z_cell - mu_k|^2 / (2 * 0.8^2)) over four latent climate fields that the 20 variables mix) >
 **satellite** (faint stripes at a species angle in half of the chips, over a habitat colour from the
@@ -29,6 +29,12 @@ local climate) > **location** (informative only through the niches). Species abu
 (Zipf-like), so `--min-per-class` has rare species to drop. A few observations sit in sea cells (their
 environment is NaN: invalid tokens) and a few recordings are `.m4a` (fault `unreadable_audio` without
 PyAV). Same arguments, same bytes.
+
+Calibration (600 observations, 12 species, seed 1; a logistic-regression probe on the prepared raw
+tokens, images pooled to per-token mean/std): top-1 ground 0.88, audio 0.76, environment 0.58,
+location 0.53, satellite 0.28. The satellite stripes have a random phase, a texture that a linear
+probe on pooled tokens cannot see (a model has to learn it non-linearly); the embeddings route
+(`embeddings.pt`) follows the planted order exactly.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ GRID_SHAPE = (90, 180)
 ENV_VARIABLES = ("elevation",) + tuple(f"bio{i}" for i in range(1, 20))
 LATENTS = ("temperature", "moisture", "seasonality", "elevation")
 MODALITY_STRENGTH = ("ground", "audio", "environment", "satellite", "location")
-INFORMATIVE = {"ground": 0.9, "audio": 0.75, "satellite": 0.5}
+INFORMATIVE = {"ground": 0.95, "audio": 0.7, "satellite": 0.5}
 NICHE_SD = 0.8
 LAND_FRACTION = 0.38
 SEA_FRACTION = 0.02  # observations put in sea cells (coastal records): environment NaN
@@ -127,12 +133,20 @@ def _latin(rng: np.random.Generator, parts: int, ending: str) -> str:
     return "".join(rng.choice(_SYLLABLES, parts)) + ending
 
 
+def _palette(k: int, rng: np.random.Generator) -> np.ndarray:
+    """k well-separated colours: hues evenly around the wheel, alternating light and dark."""
+    import colorsys
+
+    hues = (np.arange(k) / k + rng.uniform(0, 1)) % 1.0
+    return np.array([colorsys.hsv_to_rgb(h, 0.85, 0.95 if j % 2 else 0.55) for j, h in enumerate(hues)]) * 255
+
+
 def make_species(seed: int, k: int, world: dict) -> list[dict]:
     rng = _rng(seed, 2)
     land_cells = np.argwhere(world["land"])
     genera = [_latin(rng, 2, "us").capitalize() for _ in range(max(1, k // 3))]
     freqs = np.exp(np.linspace(np.log(500.0), np.log(3500.0), k))[rng.permutation(k)]
-    palette = rng.uniform(30, 225, size=(k, 3))
+    palette = _palette(k, rng)
     taxon_ids = np.sort(1000 + rng.choice(998_999, size=k, replace=False))
     weights = 1.0 / np.arange(1, k + 1) ** 0.8  # Zipf-like abundances: a few rare species
     weights = weights[rng.permutation(k)] / weights.sum()
@@ -188,7 +202,7 @@ def ground_photo(rng: np.random.Generator, colour: list[int] | None) -> Image.Im
     coarse = rng.normal(110, 30, size=(h // 12 + 1, w // 12 + 1, 3))
     background = np.kron(coarse, np.ones((12, 12, 1)))[:h, :w]
     yy, xx = np.mgrid[:h, :w]
-    disc = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < 20**2
+    disc = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < 26**2
     fill = np.array(colour if colour is not None else rng.uniform(30, 225, 3))
     image = np.where(disc[..., None], fill, background) + rng.normal(0, 12, size=(h, w, 3))
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), "RGB")
@@ -199,13 +213,13 @@ def satellite_chip(rng: np.random.Generator, env_cell: np.ndarray, angle: float 
     if np.isnan(env_cell).any():
         base = np.array([30.0, 60.0, 120.0])
     else:
-        t, m = float(env_cell[1]), float(env_cell[12])
-        base = np.array([90 + 20 * t, 100 + 25 * m, 60.0])
+        t, m = float(env_cell[1]), float(env_cell[12])  # bio1 (heat), bio12 (rain); blurred by lighting below
+        base = np.array([90 + 10 * t, 100 + 12 * m, 60.0]) + rng.normal(0, 15, 3)
     yy, xx = np.mgrid[:SAT_SIZE, :SAT_SIZE]
     image = base + rng.normal(0, 20, size=(SAT_SIZE, SAT_SIZE, 3))
     if angle is not None:
-        a = np.radians(angle)
-        image += 12 * np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / 8.0)[..., None]
+        a, phase = np.radians(angle), rng.uniform(0, 2 * np.pi)  # random phase: texture, not a fixed template
+        image += 8 * np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / 8.0 + phase)[..., None]
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -332,8 +346,8 @@ def _truth(seed: int, world: dict, species: list[dict], obs: dict, suffixes: lis
         "sound_formats": {s: suffixes.count(s) for s in sorted(set(suffixes))},
         "species": species,
         "description": (
-            "Multi-class: one species per observation. Ground photos show a disc of the species' colour (90 %); "
-            "recordings hold the species' call (tone + 2 harmonics at call_hz, 75 %) or noise only; the environment "
+            "Multi-class: one species per observation. Ground photos show a disc of the species' colour (95 %); "
+            "recordings hold the species' call (tone + 2 harmonics at call_hz, 70 %) or noise only; the environment "
             "carries the species' niche (cells drawn by suitability over 4 latent climate fields mixed into elevation "
             "and bio1..bio19); satellite chips show faint stripes at the species' angle (50 %) over a climate-driven "
             "habitat colour; location informs only through the niches. Expected unimodal ranking: "

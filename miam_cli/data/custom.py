@@ -1,0 +1,744 @@
+"""`miam prepare custom SPEC.yaml STORE`: a user's own data, described by a dataset spec.
+
+The spec (documented with a full example in docs/dataset-spec.md) names a points table (CSV or
+Parquet: id, lon, lat, labels, optional split) and modalities of seven kinds, each built on the shared
+readers in `miam_cli.data.readers`:
+
+| kind             | tokens                                                         | store kind |
+| ---------------- | -------------------------------------------------------------- | ---------- |
+| `columns`        | one per table column                                           | tabular    |
+| `raster_values`  | one per raster band, sampled at the points (nodata -> invalid) | tabular    |
+| `raster_patches` | band x sub-patch of a window around each point                 | image      |
+| `files`          | per-point files found by a pattern with `{id}`: images, `.npy`/`.pt` cubes, audio | image / timeseries / audio |
+| `timeseries_csv` | one per time step (or per group of steps, e.g. a year) of one-row-per-id CSVs | timeseries |
+| `cube`           | a NetCDF/Zarr lat/lon/time cube at the nearest cell: one per year or time step | timeseries |
+| `embeddings`     | one precomputed vector                                         | embedding  |
+| `location`       | one multi-scale sinusoidal encoding of lon/lat                 | location   |
+
+The spec is validated with pydantic (unknown keys or kinds, wrong types), then against the data
+(columns, files, patterns); every error found is reported at once with its key path (exit 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miam_cli.data import readers as R
+from miam_cli.data.split import spatial_block_split
+from miam_cli.errors import UserError
+from miam_cli.store.schema import ModalitySpec, TaskSpec
+from miam_cli.store.writer import StorePlan
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DEFAULT_MISSING = ["eos", "", "na", "nan", "null"]
+
+
+# ================================================================ the spec (pydantic)
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LabelSpec(_Spec):
+    class_: str | None = Field(None, alias="class", description="column with one class per point -> multiclass")
+    species: str | None = Field(None, description="column with a list of species per point -> multilabel")
+    separator: str | None = Field(None, description="separator of `species` lists (default: comma, semicolon or space)")
+    presence: list[str] | str | None = Field(None, description="0/1 columns (a list, or a regex) -> multilabel")
+    min_count: int = Field(1, ge=1, description="keep classes with at least this many points")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "LabelSpec":
+        given = [k for k in ("class_", "species", "presence") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of class, species, presence")
+        return self
+
+
+class SplitSpec(_Spec):
+    column: str | None = Field(None, description="column with train/val/test; absent: spatial blocks")
+    block_size: float = Field(0.5, gt=0, description="spatial block size in degrees")
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+class PointsSpec(_Spec):
+    path: str
+    sep: str | None = Field(None, description="CSV separator (default: detected)")
+    id: str = "id"
+    lon: str = "lon"
+    lat: str = "lat"
+    labels: LabelSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+
+class _Modality(_Spec):
+    key: str | None = Field(None, description="points column naming this modality's inputs (default: points.id)")
+    description: str = ""
+
+
+class ColumnsModality(_Modality):
+    kind: Literal["columns"]
+    columns: list[str] | None = None
+    match: str | None = Field(None, description="regex selecting columns instead of a list")
+
+    @model_validator(mode="after")
+    def _one(self) -> "ColumnsModality":
+        if (self.columns is None) == (self.match is None):
+            raise ValueError("give exactly one of columns, match")
+        return self
+
+
+class RasterValuesModality(_Modality):
+    kind: Literal["raster_values"]
+    files: dict[str, str] | list[str]
+
+
+class RasterPatchesModality(_Modality):
+    kind: Literal["raster_patches"]
+    file: str
+    size: int = Field(gt=0, description="window side in pixels")
+    grid: int = Field(1, ge=1)
+    bands: list[str] | None = None
+
+
+class AudioOptions(_Spec):
+    seconds: float = Field(5.0, gt=0)
+    tokens: int = Field(10, ge=1)
+    n_mels: int = Field(32, ge=1)
+    sample_rate: int = Field(16000, ge=1000)
+
+    def params(self) -> R.LogMelParams:
+        return R.LogMelParams(sample_rate=self.sample_rate, seconds=self.seconds, tokens=self.tokens, n_mels=self.n_mels,
+                              fmax=self.sample_rate / 2)
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_ID_FIELD = re.compile(r"^id(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+class FilesModality(_Modality):
+    kind: Literal["files"]
+    pattern: str | list[str]
+    format: Literal["auto", "image", "array", "audio"] = "auto"
+    bands: list[str] | None = None
+    grid: int = Field(4, ge=1)
+    size: int | None = Field(None, gt=0)
+    token_axis: int = 0
+    axis: str = "step"
+    axis_values: list[str | int] | None = None
+    audio: AudioOptions = Field(default_factory=AudioOptions)
+
+    @field_validator("pattern")
+    @classmethod
+    def _has_id(cls, v):
+        for p in [v] if isinstance(v, str) else v:
+            fields = _PLACEHOLDER.findall(p)
+            if not fields:
+                raise ValueError(f"pattern {p!r} has no {{id}}: every point needs its own file, e.g. images/{{id}}.jpg")
+            bad = [f for f in fields if not _ID_FIELD.match(f)]
+            if bad:
+                raise ValueError(f"pattern {p!r}: unknown placeholder {{{bad[0]}}} (use {{id}}, or a slice such as {{id[-2:]}})")
+        return v
+
+    @property
+    def patterns(self) -> list[str]:
+        return [self.pattern] if isinstance(self.pattern, str) else list(self.pattern)
+
+
+class TimeseriesCsvModality(_Modality):
+    kind: Literal["timeseries_csv"]
+    files: dict[str, str] | str = Field(description="feature name -> CSV (e.g. one per band), or one CSV")
+    id_column: str | None = Field(None, description="the CSVs' id column (default: their first column)")
+    sep: str | None = None
+    missing: list[str] = Field(default_factory=lambda: list(DEFAULT_MISSING))
+    group: str | None = Field(None, description="regex with groups (?P<token>..) and (?P<step>..) over column names")
+    axis: str = "step"
+
+    @field_validator("missing", mode="before")
+    @classmethod
+    def _as_text(cls, v):
+        # YAML turns `null` into None and -9999 into a number; markers are compared as text
+        return ["null" if x is None else str(x) for x in v] if isinstance(v, list) else v
+
+
+class CubeModality(_Modality):
+    kind: Literal["cube"]
+    path: str
+    variables: list[str] | None = None
+    lat: str = "lat"
+    lon: str = "lon"
+    time: str = "time"
+    tokens: Literal["year", "step"] = "year"
+
+
+class EmbeddingsModality(_Modality):
+    kind: Literal["embeddings"]
+    path: str
+    name: str | None = Field(None, description="the modality inside the file (default: this modality's name, or its only one)")
+    id_column: str = "id"
+
+
+class LocationModality(_Modality):
+    kind: Literal["location"]
+    scales: int = Field(8, ge=1, le=24)
+
+
+MODALITY_MODELS = (ColumnsModality, RasterValuesModality, RasterPatchesModality, FilesModality, TimeseriesCsvModality,
+                   CubeModality, EmbeddingsModality, LocationModality)
+Modality = Annotated[Union[MODALITY_MODELS], Field(discriminator="kind")]
+KINDS = ("columns", "raster_values", "raster_patches", "files", "timeseries_csv", "cube", "embeddings", "location")
+
+
+class DatasetSpec(_Spec):
+    name: str = "custom"
+    root: str | None = Field(None, description="folder that relative paths start from (default: the spec's folder)")
+    points: PointsSpec
+    modalities: dict[str, Modality]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not NAME.match(v):
+            raise ValueError(f"{v!r}: use letters, digits, _ and - (it names the store folder)")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _names(cls, v):
+        if not v:
+            raise ValueError("name at least one modality")
+        bad = [m for m in v if not NAME.match(m)]
+        if bad:
+            raise ValueError(f"modality name {bad[0]!r}: use letters, digits, _ and -")
+        return v
+
+
+def load_spec(path: Path | str) -> DatasetSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such dataset spec")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a dataset spec is a YAML mapping (see docs/dataset-spec.md)")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_spec_errors(e, str(path))) from None
+
+
+def format_spec_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} error(s)"]
+    for err in error.errors():
+        loc = [str(x) for x in err["loc"]]
+        if len(loc) > 2 and loc[0] == "modalities" and loc[2] in KINDS:
+            loc.pop(2)  # the union's tag, not a key the user wrote
+        where = ".".join(loc) or "(top level)"
+        ctx = err.get("ctx") or {}
+        if err["type"] == "union_tag_invalid":
+            lines.append(f"  {where}.kind: unknown kind {ctx.get('tag')!r} (expected one of: {', '.join(KINDS)})")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(f"  {where}.kind: required key missing (one of: {', '.join(KINDS)})")
+        elif err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc[-1], _ALL_KEYS, n=1, cutoff=0.6)
+            lines.append(f"  {where}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        elif err["type"] == "missing":
+            lines.append(f"  {where}: required key missing")
+        else:
+            got = err.get("input")
+            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})"))
+    return "\n".join(lines)
+
+
+_ALL_KEYS = sorted({f.alias or n for m in (LabelSpec, SplitSpec, PointsSpec, DatasetSpec, AudioOptions, *MODALITY_MODELS)
+                    for n, f in m.model_fields.items()})
+
+
+# ================================================================ building: points, labels, split
+class SpecErrors(Exception):
+    """Spec problems found against the data, each line with its key path; reported all at once."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n  ".join(lines))
+        self.lines = lines
+
+
+class SpecError(SpecErrors):
+    def __init__(self, where: str, message: str):
+        super().__init__([f"{where}: {message}"])
+
+
+@dataclass
+class Context:
+    """What every modality builder needs: resolved paths, and the kept points in store order."""
+
+    root: Path
+    table_name: str
+    points: pd.DataFrame  # kept points, index 0..N-1
+    id_column: str
+
+    @property
+    def ids(self) -> list[str]:
+        return self.points[self.id_column].map(R.id_text).tolist()
+
+    @property
+    def lon(self) -> np.ndarray:
+        return self.points["__lon"].to_numpy(float)
+
+    @property
+    def lat(self) -> np.ndarray:
+        return self.points["__lat"].to_numpy(float)
+
+    def file(self, rel: str, where: str, folder: bool = False) -> Path:
+        path = Path(rel) if Path(rel).is_absolute() else self.root / rel
+        if not (path.exists() if folder else path.is_file()):
+            raise SpecError(where, f"no such file {path}")
+        return path
+
+    def column(self, name: str, where: str) -> pd.Series:
+        if name not in self.points.columns:
+            raise SpecError(where, f"column {name!r} not in {self.table_name} (columns: {', '.join(map(str, _user_columns(self.points)))})")
+        return self.points[name]
+
+    def keys(self, m: str, spec: _Modality) -> list[str]:
+        return self.column(spec.key or self.id_column, f"modalities.{m}.key").map(R.id_text).tolist()
+
+
+def _user_columns(df: pd.DataFrame) -> list:
+    return [c for c in df.columns if not str(c).startswith("__")]
+
+
+def read_table(path: Path, sep: str | None) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+    except Exception as e:
+        raise UserError(f"{path}: cannot read the table: {type(e).__name__}: {e}") from None
+
+
+def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
+    """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped."""
+    p = spec.points
+    path = Path(p.path) if Path(p.path).is_absolute() else root / p.path
+    if not path.is_file():
+        raise SpecError("points.path", f"no such file {path}")
+    table = read_table(path, p.sep)
+    ctx = Context(root, path.name, table, p.id)
+    errors = []
+    for key in ("id", "lon", "lat"):
+        try:
+            ctx.column(getattr(p, key), f"points.{key}")
+        except SpecError as e:
+            errors += e.lines
+    if errors:
+        raise SpecErrors(errors)
+    table["__lon"] = pd.to_numeric(table[p.lon], errors="coerce")
+    table["__lat"] = pd.to_numeric(table[p.lat], errors="coerce")
+    located = table["__lon"].between(-180, 180) & table["__lat"].between(-90, 90)
+    dropped = {"point_without_coordinates": int((~located).sum())} if not located.all() else {}
+    ctx.points = table[located].reset_index(drop=True)
+    ids = pd.Series(ctx.ids)
+    if ids.duplicated().any():
+        raise SpecError("points.id", f"{int(ids.duplicated().sum())} duplicate id(s) in {path.name}, e.g. {ids[ids.duplicated()].iloc[0]}; "
+                                     "one row per point (list several species in a `species` column)")
+    lists, task = _label_lists(ctx, p.labels)
+    counts = pd.Series([c for lst in lists for c in lst], dtype=object).value_counts()
+    kept = sorted((c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
+    if not kept:
+        raise SpecError("points.labels", f"no class has >= {p.labels.min_count} points")
+    index = {c: i for i, c in enumerate(kept)}
+    lists = [[c for c in lst if c in index] for lst in lists]
+    if task == "multiclass":  # a point whose class was dropped (or empty) has no label left: drop the point
+        has = np.array([len(lst) == 1 for lst in lists])
+        if not has.all():
+            dropped["point_without_kept_class"] = int((~has).sum())
+        ctx.points = ctx.points[has].reset_index(drop=True)
+        lists = [lst for lst, h in zip(lists, has) if h]
+    labels = [np.array(sorted(index[c] for c in lst), dtype=np.int32) for lst in lists]
+    classes = pd.DataFrame({"class_index": range(len(kept)), "original_id": kept, "name": kept})
+    return ctx, labels, classes, task, dropped
+
+
+def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str]], str]:
+    if labels.class_ is not None:
+        col = ctx.column(labels.class_, "points.labels.class")
+        return [[] if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
+    if labels.species is not None:
+        col = ctx.column(labels.species, "points.labels.species")
+        split = re.compile(re.escape(labels.separator) if labels.separator else r"[,;\s]+")
+        return [_species_list(v, split) for v in col], "multilabel"
+    names = labels.presence if isinstance(labels.presence, list) else [c for c in ctx.points.columns if re.search(labels.presence, str(c))]
+    if not names:
+        raise SpecError("points.labels.presence", f"no column matches {labels.presence!r}")
+    present = np.stack([pd.to_numeric(ctx.column(c, "points.labels.presence"), errors="coerce").fillna(0).to_numpy() > 0 for c in names], 1)
+    return [[str(names[j]) for j in np.flatnonzero(row)] for row in present], "multilabel"
+
+
+def _species_list(value, split: re.Pattern) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return sorted({R.id_text(v) for v in value})
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    text = str(value).strip().strip("[]()")
+    return sorted({R.id_text(t.strip("'\" ")) for t in split.split(text) if t.strip("'\" ")})
+
+
+def build_split(ctx: Context, split: SplitSpec) -> tuple[np.ndarray, dict]:
+    if split.column is None:
+        info = {"method": "spatial-blocks", "block_size_deg": split.block_size, "seed": split.seed, "fractions": list(split.fractions)}
+        return spatial_block_split(ctx.lon, ctx.lat, split.block_size, split.fractions, split.seed), info
+    words = ctx.column(split.column, "points.split.column").astype(str).str.strip().str.lower()
+    bad = sorted(set(words) - set(SPLIT_WORDS))
+    if bad:
+        raise SpecError("points.split.column", f"values {bad[:5]} are not train/val/test")
+    return words.map(SPLIT_WORDS).to_numpy().astype(str), {"method": "column", "column": split.column}
+
+
+# ================================================================ building: modalities
+@dataclass
+class Built:
+    spec: ModalitySpec
+    source: R.TableSource | R.FileSource
+    scope: str  # normalisation scope
+
+
+def build_columns(m: str, s: ColumnsModality, ctx: Context) -> Built:
+    names = s.columns if s.columns is not None else [c for c in _user_columns(ctx.points) if re.search(s.match, str(c))]
+    if not names:
+        raise SpecError(f"modalities.{m}.match", f"no column of {ctx.table_name} matches {s.match!r}")
+    values = np.stack([_numeric(ctx.column(c, f"modalities.{m}.columns"), f"modalities.{m}.columns", c) for c in names], 1)
+    valid = np.isfinite(values)  # an empty cell is a missing value, not a fault
+    spec = ModalitySpec(kind="tabular", tokens=len(names), features=1, axes={"variable": [str(c) for c in names]},
+                        description=s.description or f"columns of {ctx.table_name}")
+    return Built(spec, R.TableSource(np.where(valid, values, 0.0)[..., None], valid), "token")
+
+
+def _numeric(col: pd.Series, where: str, name: str) -> np.ndarray:
+    values = pd.to_numeric(col, errors="coerce")
+    if values.isna().sum() > col.isna().sum():
+        bad = col[values.isna() & col.notna()].iloc[0]
+        raise SpecError(where, f"column {name!r} is not numeric (e.g. {bad!r})")
+    return values.to_numpy(float)
+
+
+def build_raster_values(m: str, s: RasterValuesModality, ctx: Context) -> Built:
+    files = s.files if isinstance(s.files, dict) else {Path(f).stem: f for f in s.files}
+    names, columns, valids = [], [], []
+    for name, rel in files.items():
+        path = ctx.file(rel, f"modalities.{m}.files.{name}" if isinstance(s.files, dict) else f"modalities.{m}.files")
+        try:
+            values, valid = R.raster_points(path, ctx.lon, ctx.lat)
+        except Exception as e:
+            raise SpecError(f"modalities.{m}.files", f"{path}: cannot read the raster: {e}") from None
+        names += [name] if values.shape[1] == 1 else [f"{name}_b{b + 1}" for b in range(values.shape[1])]
+        columns.append(values)
+        valids.append(valid)
+    spec = ModalitySpec(kind="tabular", tokens=len(names), features=1, axes={"variable": names},
+                        description=s.description or "raster values at the points")
+    return Built(spec, R.TableSource(np.concatenate(columns, 1)[..., None], np.concatenate(valids, 1)), "token")
+
+
+def build_raster_patches(m: str, s: RasterPatchesModality, ctx: Context) -> Built:
+    path = ctx.file(s.file, f"modalities.{m}.file")
+    try:
+        rows, cols, count, names = R.raster_pixels(path, ctx.lon, ctx.lat)
+    except Exception as e:
+        raise SpecError(f"modalities.{m}.file", f"{path}: cannot read the raster: {e}") from None
+    bands = s.bands or names
+    if len(bands) != count:
+        raise SpecError(f"modalities.{m}.bands", f"{len(bands)} name(s) for a raster of {count} band(s)")
+    if s.size % s.grid:
+        raise SpecError(f"modalities.{m}.grid", f"{s.grid} must divide size {s.size}")
+    reader = R.RasterWindowReader(str(path), tuple(bands), s.size, s.grid)
+    spec = _patch_spec(bands, s.grid, reader.shape, s.description or f"{s.size}x{s.size} px windows of {path.name}")
+    return Built(spec, R.FileSource(list(zip(rows.tolist(), cols.tolist())), reader), "token")
+
+
+def _patch_spec(bands, grid: int, shape, description: str) -> ModalitySpec:
+    return ModalitySpec(kind="image", tokens=shape[0], features=shape[1], dtype="float32",
+                        axes={"band": list(bands), "patch": R.grid_names(grid)}, grid=[grid, grid], description=description)
+
+
+def fill_pattern(pattern: str, key: str) -> str:
+    """`{id}` -> the key; `{id[a:b]}` -> a Python slice of it (GLC folders: `{id[-2:]}/{id[-4:-2]}`)."""
+    def one(match: re.Match) -> str:
+        a, b = _ID_FIELD.match(match.group(1)).groups()
+        return key if a is None else key[int(a) if a else None : int(b) if b else None]
+
+    return _PLACEHOLDER.sub(one, pattern)
+
+
+def build_files(m: str, s: FilesModality, ctx: Context) -> Built:
+    where = f"modalities.{m}.pattern"
+    patterns = [p if Path(p).is_absolute() else str(ctx.root / p) for p in s.patterns]
+    keys = [tuple(fill_pattern(p, k) for p in patterns) for k in ctx.keys(m, s)]
+    first = next((k for k in keys if all(Path(p).is_file() for p in k)), None)
+    if first is None:
+        raise SpecError(where, f"no file found for any of the {len(keys)} points (first expected: {keys[0][0] if keys else patterns[0]})")
+    fmt = s.format if s.format != "auto" else _format_of(first[0], where)
+    if fmt != "image" and len(patterns) > 1:
+        raise SpecError(where, f"several patterns stack image bands; a {fmt} modality takes one")
+    return {"image": _image_files, "array": _array_files, "audio": _audio_files}[fmt](m, s, keys, first)
+
+
+def _format_of(path: str, where: str) -> str:
+    suffix = Path(path).suffix.lower()
+    for fmt, suffixes in (("image", R.IMAGE_SUFFIXES), ("array", R.ARRAY_SUFFIXES), ("audio", R.AUDIO_SUFFIXES)):
+        if suffix in suffixes:
+            return fmt
+    raise SpecError(where, f"cannot tell the format of {suffix!r} files; set format: image, array or audio")
+
+
+def _image_files(m: str, s: FilesModality, keys: list, first: tuple) -> Built:
+    image = R.load_bands([Path(p) for p in first])
+    default = ["red", "green", "blue", "nir"][: image.shape[0]] if image.shape[0] in (3, 4) else [f"b{i + 1}" for i in range(image.shape[0])]
+    bands = s.bands or default
+    if len(bands) != image.shape[0]:
+        raise SpecError(f"modalities.{m}.bands", f"{len(bands)} name(s), but the files of a point hold {image.shape[0]} band(s) ({first[0]})")
+    size = s.size or min(image.shape[1:])
+    if size % s.grid:
+        raise SpecError(f"modalities.{m}.grid", f"{s.grid} must divide the image size {size}")
+    reader = R.ImageReader(tuple(bands), size, s.grid)
+    return Built(_patch_spec(bands, s.grid, reader.shape, s.description or f"{size} px images, {s.grid}x{s.grid} sub-patches per band"),
+                 R.FileSource(keys, reader), "token")
+
+
+def _array_files(m: str, s: FilesModality, keys: list, first: tuple) -> Built:
+    shape = R.load_array(Path(first[0])).shape
+    if not -len(shape) <= s.token_axis < len(shape):
+        raise SpecError(f"modalities.{m}.token_axis", f"{s.token_axis} is not an axis of arrays of shape {list(shape)}")
+    reader = R.ArrayReader(tuple(shape), s.token_axis % len(shape))
+    values = s.axis_values or list(range(reader.shape[0]))
+    if len(values) != reader.shape[0]:
+        raise SpecError(f"modalities.{m}.axis_values", f"{len(values)} value(s) for {reader.shape[0]} tokens")
+    spec = ModalitySpec(kind="timeseries", tokens=reader.shape[0], features=reader.shape[1], axes={s.axis: values},
+                        description=s.description or f"arrays of shape {list(shape)}, tokens along axis {s.token_axis}")
+    return Built(spec, R.FileSource([k[0] for k in keys], reader), "feature")
+
+
+def _audio_files(m: str, s: FilesModality, keys: list, first: tuple) -> Built:
+    params = s.audio.params()
+    spec = ModalitySpec(kind="audio", tokens=params.tokens, features=params.n_mels, axes={"time": params.time_axis()},
+                        description=s.description or f"log-mel of the first {params.seconds:g} s")
+    return Built(spec, R.FileSource([k[0] for k in keys], R.AudioReader(params)), "feature")
+
+
+def build_timeseries_csv(m: str, s: TimeseriesCsvModality, ctx: Context) -> Built:
+    files = s.files if isinstance(s.files, dict) else {"value": s.files}
+    paths = {name: ctx.file(rel, f"modalities.{m}.files" + (f".{name}" if isinstance(s.files, dict) else "")) for name, rel in files.items()}
+    tables = {name: _series_table(path, s, f"modalities.{m}.files") for name, path in paths.items()}
+    columns = list(next(iter(tables.values())).columns)
+    for name, t in tables.items():
+        if list(t.columns) != columns:
+            raise SpecError(f"modalities.{m}.files.{name}", "its time columns differ from the other files'")
+    tokens, steps, placement = _series_layout(columns, s.group, f"modalities.{m}.group")
+    used = [c for c, _, _ in placement]
+    keys = ctx.keys(m, s)
+    markers = {x.strip().lower() for x in s.missing}
+    values = np.full((len(keys), len(tokens), len(files) * len(steps)), np.nan, np.float32)
+    faults: dict[int, R.Fault] = {}
+    for f, (name, table) in enumerate(tables.items()):
+        absent = ~pd.Index(keys).isin(table.index)
+        text = table.reindex(keys)[used].fillna("").apply(lambda col: col.str.strip())
+        marked = text.apply(lambda col: col.str.lower().isin(markers)).to_numpy()  # before parsing: -9999 may be a marker
+        numbers = np.where(marked, np.nan, text.apply(lambda col: pd.to_numeric(col, errors="coerce")).to_numpy(np.float32))
+        unparsable = np.isnan(numbers) & ~marked
+        for r in np.flatnonzero(absent):
+            faults.setdefault(r, R.Fault("missing_row", paths[name], f"no row for {keys[r]} in {paths[name].name}"))
+        for r in np.flatnonzero(unparsable.any(axis=1) & ~absent):
+            faults.setdefault(r, R.Fault("bad_value", paths[name], f"{int(unparsable[r].sum())} value(s) neither numbers nor missing markers"))
+        for c, (_, t, st) in enumerate(placement):
+            values[:, t, f * len(steps) + st] = numbers[:, c]
+    valid = np.isfinite(values).all(axis=2)  # a missing marker (e.g. eos) in any feature: the token has no data
+    features = [name if len(steps) == 1 else f"{name}:{step}" for name in files for step in steps]
+    spec = ModalitySpec(kind="timeseries", tokens=len(tokens), features=len(features), axes={s.axis: tokens},
+                        description=s.description or f"features {', '.join(features[:8])}{' ...' if len(features) > 8 else ''}")
+    return Built(spec, R.TableSource(np.where(valid[..., None], values, 0.0), valid, faults), "feature")
+
+
+def _series_table(path: Path, s: TimeseriesCsvModality, where: str) -> pd.DataFrame:
+    table = pd.read_csv(path, sep=s.sep, engine="python" if s.sep is None else "c", dtype=str, keep_default_na=False)
+    id_col = s.id_column or table.columns[0]
+    if id_col not in table.columns:
+        raise SpecError(where, f"{path.name} has no id column {id_col!r} (columns: {', '.join(table.columns[:10])} ...)")
+    table[id_col] = table[id_col].map(R.id_text)
+    if table[id_col].duplicated().any():
+        raise SpecError(where, f"{path.name}: duplicate id {table[id_col][table[id_col].duplicated()].iloc[0]!r}; one row per id")
+    return table.set_index(id_col)
+
+
+def _series_layout(columns: list[str], group: str | None, where: str):
+    """(token names, step names, [(column, token index, step index)]): one token per column, or grouped by a regex.
+
+    With `group`, columns the regex does not match are left out (e.g. extra metadata columns).
+    """
+    if group is None:
+        return [_int_or_str(c) for c in columns], [None], [(c, i, 0) for i, c in enumerate(columns)]
+    try:
+        rx = re.compile(group)
+    except re.error as e:
+        raise SpecError(where, f"not a valid regex: {e}") from None
+    if not {"token", "step"} <= set(rx.groupindex):
+        raise SpecError(where, "the regex needs named groups (?P<token>...) and (?P<step>...)")
+    matched = [(c, mt) for c in columns if (mt := rx.fullmatch(c))]
+    if not matched:
+        raise SpecError(where, f"matches none of the columns ({', '.join(columns[:5])} ...)")
+    tokens = list(dict.fromkeys(mt["token"] for _, mt in matched))
+    steps = list(dict.fromkeys(mt["step"] for _, mt in matched))
+    if len(matched) != len(tokens) * len(steps):
+        raise SpecError(where, f"the matched columns do not form a full {len(tokens)} x {len(steps)} grid of tokens x steps")
+    placement = [(c, tokens.index(mt["token"]), steps.index(mt["step"])) for c, mt in matched]
+    return [_int_or_str(t) for t in tokens], steps, placement
+
+
+def _int_or_str(v: str):
+    return int(v) if str(v).isdigit() else str(v)
+
+
+def build_cube(m: str, s: CubeModality, ctx: Context) -> Built:
+    import xarray as xr
+
+    where = f"modalities.{m}"
+    path = ctx.file(s.path, f"{where}.path", folder=True)
+    try:
+        ds = xr.open_zarr(path) if path.is_dir() or path.suffix == ".zarr" else xr.open_dataset(path)
+    except Exception as e:
+        raise SpecError(f"{where}.path", f"{path}: cannot open the cube: {type(e).__name__}: {e}") from None
+    with ds:
+        names = _cube_variables(ds, s, f"{where}.variables", path.name)
+        cube, inside = _sample_cube(ds, names, s, ctx.lon, ctx.lat)  # [N, time, V], [N]
+        times = pd.DatetimeIndex(ds[s.time].values)
+    cube[~inside] = np.nan
+    tokens, values, n_features = _cube_tokens(cube, times, s.tokens, f"{where}.tokens")
+    valid = np.isfinite(values).all(axis=2)  # NaN in a cube is no data (sea, outside the grid), not a fault
+    spec = ModalitySpec(kind="timeseries", tokens=len(tokens), features=n_features, axes={"year" if s.tokens == "year" else "time": tokens},
+                        description=s.description or f"{', '.join(names)} from {path.name} at the nearest cell"
+                                                     + (" (features: variable x step of the year)" if s.tokens == "year" else ""))
+    return Built(spec, R.TableSource(np.where(valid[..., None], values, 0.0).astype(np.float32), valid), "feature")
+
+
+def _cube_variables(ds, s: CubeModality, where: str, file: str) -> list[str]:
+    dims = {s.lat, s.lon, s.time}
+    names = s.variables or [v for v in ds.data_vars if dims <= set(ds[v].dims)]
+    if not names:
+        raise SpecError(where, f"no variable of {file} has dims {s.lat}, {s.lon}, {s.time}")
+    for v in names:
+        if v not in ds.data_vars:
+            raise SpecError(where, f"{file} has no variable {v!r} (it has {', '.join(map(str, ds.data_vars))})")
+        if not dims <= set(ds[v].dims):
+            raise SpecError(where, f"{v} has dims {list(ds[v].dims)}, expected {s.lat}, {s.lon}, {s.time}")
+    return names
+
+
+def _cube_tokens(cube: np.ndarray, times: pd.DatetimeIndex, mode: str, where: str):
+    """[N, time, V] -> (token names, [N, T, F], F): per time step, or per year with feature = variable * steps + step."""
+    if mode == "step":
+        return [str(t.date()) for t in times], cube, cube.shape[2]
+    years = np.asarray(times.year)
+    tokens = sorted(set(years.tolist()))
+    per = {y: int((years == y).sum()) for y in tokens}
+    if len(set(per.values())) != 1:
+        raise SpecError(where, f"years hold different numbers of time steps ({per}); use tokens: step")
+    n, steps, v = len(cube), per[tokens[0]], cube.shape[2]
+    by_year = cube[:, np.argsort(years, kind="stable")].reshape(n, len(tokens), steps, v)
+    return tokens, by_year.transpose(0, 1, 3, 2).reshape(n, len(tokens), v * steps), v * steps
+
+
+def _sample_cube(ds, names: list[str], s: CubeModality, lon: np.ndarray, lat: np.ndarray):
+    """Nearest cell of every point: [N, time, V] float32, and whether the point lies within the grid."""
+    import xarray as xr
+
+    grid_lon, grid_lat = ds[s.lon].values.astype(float), ds[s.lat].values.astype(float)
+    if grid_lon.max() > 180:  # a 0..360 grid
+        lon = np.mod(lon, 360.0)
+    inside = _within(grid_lon, lon) & _within(grid_lat, lat)
+    at = {s.lat: xr.DataArray(lat, dims="points"), s.lon: xr.DataArray(lon, dims="points")}
+    stacked = [ds[v].sel(at, method="nearest").transpose("points", s.time).values for v in names]
+    return np.stack(stacked, -1).astype(np.float32), inside
+
+
+def _within(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
+    half = np.abs(np.diff(np.sort(grid))).min() / 2 if len(grid) > 1 else 0.5
+    return (x >= grid.min() - half) & (x <= grid.max() + half)
+
+
+def build_embeddings(m: str, s: EmbeddingsModality, ctx: Context) -> Built:
+    path = ctx.file(s.path, f"modalities.{m}.path")
+    try:
+        table = R.read_embeddings(path, s.id_column)
+    except UserError as e:
+        raise SpecError(f"modalities.{m}.path", str(e)) from None
+    name = s.name or (m if m in table.vectors else next(iter(table.vectors)) if len(table.vectors) == 1 else None)
+    if name not in table.vectors:
+        raise SpecError(f"modalities.{m}.name", f"{path.name} holds {', '.join(table.vectors)}; say which with name:")
+    d = table.vectors[name].shape[1]
+    spec = ModalitySpec(kind="embedding", tokens=1, features=d, axes={"embedding": [name]},
+                        description=s.description or f"{name} embedding from {path.name}")
+    return Built(spec, R.embedding_source(table, name, ctx.keys(m, s)), "feature")
+
+
+def build_location(m: str, s: LocationModality, ctx: Context) -> Built:
+    spec = ModalitySpec(kind="location", tokens=1, features=4 * s.scales, axes={"position": ["lonlat"]},
+                        description=s.description or f"sin/cos of 2^k lon, 2^k lat, k < {s.scales}")
+    enc = R.location_encoding(ctx.lon, ctx.lat, s.scales)
+    return Built(spec, R.TableSource(enc[:, None, :], np.ones((len(enc), 1), bool)), "feature")
+
+
+BUILDERS = {
+    "columns": build_columns, "raster_values": build_raster_values, "raster_patches": build_raster_patches,
+    "files": build_files, "timeseries_csv": build_timeseries_csv, "cube": build_cube, "embeddings": build_embeddings,
+    "location": build_location,
+}
+
+
+# ================================================================ the plan
+def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.SourceDecoder]:
+    spec_path = Path(spec_path)
+    root = (spec_path.parent / spec.root) if spec.root else spec_path.parent
+    try:
+        ctx, labels, classes, task, dropped = build_points(spec, root)
+        split, split_info = build_split(ctx, spec.points.split)
+    except SpecErrors as e:
+        raise UserError(_error_list(spec_path, e.lines)) from None
+    built, errors = {}, []
+    for m, mspec in spec.modalities.items():
+        try:
+            built[m] = BUILDERS[mspec.kind](m, mspec, ctx)
+        except SpecErrors as e:
+            errors += e.lines
+    if errors:
+        raise UserError(_error_list(spec_path, errors))
+    classes = _with_counts(classes, labels, split)
+    samples = pd.DataFrame({"sample_id": ctx.ids, "split": split, "lon": ctx.lon, "lat": ctx.lat, "labels": labels})
+    plan = StorePlan(
+        dataset=spec.name,
+        task=TaskSpec(type=task, num_classes=len(classes), metric="top1" if task == "multiclass" else "macro_auc"),
+        modalities={m: b.spec for m, b in built.items()}, samples=samples, classes=classes,
+        provenance={"spec": str(spec_path.resolve()), "root": str(root.resolve()), "spec_content": spec.model_dump(mode="json", by_alias=True)},
+        split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()},
+    )
+    return plan, R.SourceDecoder(ctx.ids, {m: b.source for m, b in built.items()})
+
+
+def _error_list(spec_path: Path, lines: list[str]) -> str:
+    return f"{spec_path}: {len(lines)} error(s)\n  " + "\n  ".join(lines)
+
+
+def _with_counts(classes: pd.DataFrame, labels: list[np.ndarray], split: np.ndarray) -> pd.DataFrame:
+    classes = classes.copy()
+    for s in ("train", "val", "test"):
+        hits = [lab for lab, sp in zip(labels, split) if sp == s]
+        classes[f"count_{s}"] = np.bincount(np.concatenate(hits) if hits else np.zeros(0, int), minlength=len(classes))[: len(classes)]
+    return classes

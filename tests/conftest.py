@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny token stores with planted truth and tiny trained runs, built once per session.
+
+Runs are trained once and treated as read-only; a test that writes into a run dir (eval/,
+attribution/) takes `run_copy`, a private copy of the shared run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from miam_cli.cli.main import main
+from miam_cli.engine.recipe import validate_recipe
+from miam_cli.engine.train import train
+from miam_cli.synth.tokens import make_token_store
+
+# Tiny models train several times faster on one thread than on two contended ones (2 shared cores).
+TINY_MODEL = {"d_model": 32}
+TINY_TRAIN = {"epochs": 4, "batch_size": 128}
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
+
+
+def train_tiny(store: Path, out: Path, modalities=None, masking: dict | None = None, **train_cfg) -> Path:
+    """Train a tiny model on `store` into `out` (a new dir); returns the run dir."""
+    torch.set_num_threads(1)
+    recipe = {"store": str(store), "model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train_cfg}}
+    if modalities is not None:
+        recipe["modalities"] = modalities
+    if masking:
+        recipe["masking"] = masking
+    return Path(train(validate_recipe(recipe), out=out, log=_quiet))
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a run dir (recipe, env, checkpoints, metrics), without eval/ and attribution/."""
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval", "attribution"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> Path:
+    """1,200 samples (850 train / 178 val / 172 test), 6 classes, multi-label; tabular (5 variables),
+    image (4 bands x 2x2 patches; red and nir informative), series (years 2000-2005; 2003 the event)."""
+    torch.set_num_threads(1)
+    return make_token_store(tmp_path_factory.mktemp("tiny-store") / "store", n=1200)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_store, tmp_path_factory) -> Path:
+    """A MIAM run (4 epochs, d_model 32) on `tiny_store`. Read-only: copy it before writing into it."""
+    return train_tiny(tiny_store, tmp_path_factory.mktemp("tiny-run") / "run")
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of `tiny_run` (no eval/ or attribution/ yet) that a test may write into."""
+    return copy_run(tiny_run, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of `tiny_run` with eval/subsets.csv for all 7 subsets of the test split. Read-only."""
+    from miam_cli.evaluate.subsets import run_eval_subsets
+
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("evaluated") / "run")
+    run_eval_subsets(run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_trainer():
+    """`tiny_trainer(store, out, modalities=None, masking=None, **train_cfg) -> run dir` (see train_tiny)."""
+    return train_tiny
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(*args) -> (exit code, stdout, stderr)`: the `miam` command run in-process."""
+
+    def invoke(*args):
+        capsys.readouterr()  # drop what earlier steps printed
+        with pytest.raises(SystemExit) as info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return info.value.code, captured.out, captured.err
+
+    return invoke

@@ -1,0 +1,220 @@
+"""attribute: exact modality Shapley values, planted truth over bands and years, sampling, shards, warnings."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from miam_cli.attribution.estimators import PermutationSampler, exact_shapley
+from miam_cli.attribution.games import ModelGame, axis_players, parse_target
+from miam_cli.engine.checkpoint import load_model
+from miam_cli.evaluate.run import _store_path, open_run
+from miam_cli.store.reader import TokenStore
+
+GROUPS = ["tabular", "image", "series"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def attribute(cli, run, out, *args):
+    code, stdout, err = cli("attribute", run, "--device", "cpu", "--out", out, "--json", *args)
+    assert code == 0, err
+    return json.loads(stdout), err
+
+
+def brute_force_shapley(v, players):
+    """φ_i = mean over all orderings of v(players before i, and i) − v(players before i)."""
+    phi = np.zeros(len(players))
+    orders = list(itertools.permutations(range(len(players))))
+    for order in orders:
+        seen = frozenset()
+        for i in order:
+            phi[i] += v[seen | {i}] - v[seen]
+            seen = seen | {i}
+    return phi / len(orders)
+
+
+def all_visible_probs(run_dir):
+    model, _ = load_model(run_dir, "best")
+    store = TokenStore(_store_path(run_dir))
+    idx = store.split_indices("test")
+    read = {m: store.read(m, idx) for m in model.layout.names}
+    with torch.no_grad():
+        logits = model({m: torch.from_numpy(v) for m, (v, _) in read.items()},
+                       {m: torch.from_numpy(ok) for m, (_, ok) in read.items()})
+    return torch.sigmoid(logits).numpy()
+
+
+# ------------------------------------------------------------------ modalities
+
+
+def test_modality_shapley_is_exact_and_reuses_eval_subsets(evaluated_run, cli, tmp_path):
+    doc, _ = attribute(cli, evaluated_run, tmp_path)
+    assert doc["method"] == "exact" and doc["players"] == GROUPS
+    phi = np.array(doc["values"])
+    # efficiency: Σφ = v(all) − v(none)
+    assert abs(phi.sum() - (doc["v_all"] - doc["v_none"])) < 1e-9
+    assert doc["efficiency"]["ok"] and abs(doc["efficiency"]["gap"]) < 1e-9
+    # the values come from eval/subsets.csv, plus v(none): one model evaluation instead of 8
+    assert doc["meta"]["reused_eval_subsets"] is True
+    assert doc["evaluations"] == 1
+    table = pd.read_csv(evaluated_run / "eval" / "subsets.csv").set_index("subset")["auc"]
+    v = {frozenset(): doc["v_none"]}
+    for k in (1, 2, 3):
+        for s in itertools.combinations(range(3), k):
+            v[frozenset(s)] = float(table["+".join(GROUPS[i] for i in s)])
+    assert doc["v_all"] == pytest.approx(v[frozenset({0, 1, 2})], abs=1e-12)
+    assert doc["v_none"] == pytest.approx(0.5, abs=1e-12)  # nothing visible: one constant output, chance AUC
+    mine = brute_force_shapley(v, GROUPS)
+    exact = exact_shapley(lambda c: np.array([v[frozenset(np.flatnonzero(row).tolist())] for row in c]), 3, GROUPS)
+    np.testing.assert_allclose(exact.values, mine, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(phi, mine, rtol=0, atol=1e-9)
+    # files: CSV, JSON, bar plot, summary
+    csv = pd.read_csv(tmp_path / "modalities-global.csv")
+    assert list(csv["player"]) == GROUPS and np.allclose(csv["phi"], phi, atol=1e-12)
+    assert (tmp_path / "modalities-global.png").read_bytes()[:8] == PNG
+    assert "modalities" in (tmp_path / "summary.md").read_text()
+
+
+def test_without_eval_subsets_all_coalitions_are_evaluated(evaluated_run, run_copy, cli, tmp_path):
+    doc, _ = attribute(cli, run_copy, tmp_path)
+    assert doc["meta"]["reused_eval_subsets"] is False
+    assert doc["evaluations"] == 2 ** 3
+    reused, _ = attribute(cli, evaluated_run, tmp_path / "reused")
+    assert reused["evaluations"] < doc["evaluations"]
+    # the same model, so the same values (the game and eval-subsets batch differently: rounding only)
+    np.testing.assert_allclose(doc["values"], reused["values"], rtol=0, atol=1e-6)
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
+
+
+def test_class_target(evaluated_run, cli, tmp_path):
+    doc, _ = attribute(cli, evaluated_run, tmp_path, "--target", "101")  # original id of class index 1
+    assert doc["meta"]["target"] == "p(class 101)"
+    assert doc["meta"]["reused_eval_subsets"] is False and doc["evaluations"] == 8  # the table holds AUCs, not p
+    assert doc["v_all"] == pytest.approx(float(all_visible_probs(evaluated_run)[:, 1].mean()), abs=1e-6)
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
+    assert (tmp_path / "modalities-101.json").exists()
+    by_index, _ = attribute(cli, evaluated_run, tmp_path / "by-index", "--target", "1")
+    np.testing.assert_allclose(by_index["values"], doc["values"], rtol=0, atol=1e-12)
+
+
+def test_unknown_target_is_refused(evaluated_run, cli, tmp_path):
+    code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--target", "nosuch")
+    assert code == 2 and "nosuch" in err and "Traceback" not in err and out == ""
+
+
+# ------------------------------------------------------------------ planted truth
+
+
+def test_red_and_nir_bands_rank_above_green_and_blue(evaluated_run, cli, tmp_path):
+    doc, err = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "band")
+    assert doc["players"] == ["red", "green", "blue", "nir"] and doc["method"] == "exact"
+    assert doc["evaluations"] == 2 ** 4
+    phi = dict(zip(doc["players"], doc["values"]))
+    assert min(phi["red"], phi["nir"]) > max(phi["green"], phi["blue"])
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
+    assert doc["meta"]["warning"] is None and "warning" not in err  # miam masks tokens, not only whole modalities
+    assert (tmp_path / "image-by-band-global.png").read_bytes()[:8] == PNG
+
+
+def test_event_year_ranks_first(evaluated_run, cli, tmp_path):
+    doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "series", "--by", "year")
+    assert doc["players"] == [str(y) for y in range(2000, 2006)]
+    assert doc["players"][int(np.argmax(doc["values"]))] == "2003"
+    assert (tmp_path / "series-by-year-global.png").read_bytes()[:8] == PNG
+
+
+def test_patches_give_a_heat_map(evaluated_run, cli, tmp_path):
+    doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "patch")
+    assert doc["players"] == ["r0c0", "r0c1", "r1c0", "r1c1"]
+    report = json.loads((tmp_path / "image-by-patch-global.json").read_text())
+    assert report["kind"] == "heatmap"
+    png = tmp_path / "image-by-patch-global.png"
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ sampling and shards
+
+
+def test_token_players_are_sampled_within_the_budget(evaluated_run, cli, tmp_path):
+    doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "token", "--exact-max", "3",
+                       "--budget", "200", "--max-samples", "100")
+    assert doc["method"] == "permutation" and doc["meta"]["samples"] == 100
+    assert len(doc["players"]) == 16 and doc["players"][0] == "band=red,patch=r0c0"
+    assert 0 < doc["evaluations"] <= 200
+    se = np.array(doc["std_errors"], dtype=float)
+    assert np.all(np.isfinite(se)) and np.all(se > 0)
+    assert doc["tracker"]["count"] >= 2
+    # every sample is a whole permutation pair, so efficiency holds exactly even when sampling
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
+    csv = pd.read_csv(tmp_path / "image-by-token-global.csv")
+    assert (csv["std_error"] > 0).all() and (csv["evaluations"] == doc["evaluations"]).all()
+
+
+def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run, cli, tmp_path):
+    args = ("--modality", "image", "--by", "token", "--exact-max", "3", "--budget", "200", "--max-samples", "100",
+            "--out", tmp_path)
+    shard_docs = []
+    for i in range(2):
+        code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--shard", f"{i}/2", *args)
+        assert code == 0, err
+        path = tmp_path / "shards" / f"image-by-token-global-{i:03d}-of-002.json"
+        assert str(path) in err and out == ""
+        shard_docs.append(json.loads(path.read_text()))
+    code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--merge", "--json", *args)
+    assert code == 0, err
+    doc = json.loads(out)
+    pairs = [d["result"]["tracker"]["count"] for d in shard_docs]
+    assert pairs[0] == pairs[1] == 200 // (2 * 2 * 17)  # a pair is 2 x (16 + 1) coalitions; half the budget each
+    assert doc["meta"]["shards"] == 2
+    assert doc["tracker"]["count"] == sum(pairs)
+    assert doc["evaluations"] == sum(d["result"]["evaluations"] for d in shard_docs) <= 200
+    assert doc["meta"]["samples"] == 100
+
+    # one run over the same pairs (0 .. 2m-1 of the seed-0 stream, same samples) gives the same values and
+    # errors. Not bit for bit: coalitions share forward passes differently (other padding), and a last-digit
+    # change can swap two near-tied scores in an AUC, moving a coalition's value by ~1/(n_pos n_neg C).
+    run = open_run(evaluated_run)
+    players = axis_players(run, "image", "token", "all")
+    game = ModelGame(run, players, parse_target(run, "global"), max_samples=100)
+    single = PermutationSampler(game, 16, budget=None, seed=0, player_names=players.names).run(pairs=sum(pairs))
+    np.testing.assert_allclose(doc["values"], single.values, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.array(doc["std_errors"], float), single.std_errors, rtol=0, atol=1e-5)
+    assert doc["v_all"] == pytest.approx(single.v_all, abs=1e-5) and doc["v_none"] == pytest.approx(single.v_none, abs=1e-12)
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
+
+
+def test_merge_refuses_a_missing_shard(evaluated_run, cli, tmp_path):
+    args = ("--modality", "image", "--by", "token", "--exact-max", "3", "--budget", "100", "--max-samples", "50",
+            "--out", tmp_path)
+    assert cli("attribute", evaluated_run, "--device", "cpu", "--shard", "0/2", *args)[0] == 0
+    code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--merge", *args)
+    assert code == 2 and "1 of 2" in err and "Traceback" not in err
+
+
+def test_shards_are_refused_for_exact_attribution(evaluated_run, cli, tmp_path):
+    code, _, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--modality", "image",
+                       "--by", "band", "--shard", "0/2")
+    assert code == 2 and "exactly" in err
+
+
+# ------------------------------------------------------------------ coverage warning
+
+
+def test_whole_modality_dropout_run_warns_for_band_attribution(tiny_store, tiny_trainer, cli, tmp_path):
+    run = tiny_trainer(tiny_store, tmp_path / "dropout", masking={"strategy": "dropout"}, epochs=1)
+    doc, err = attribute(cli, run, tmp_path / "attribution", "--modality", "image", "--by", "band")
+    assert "warning" in err and "dropout" in err and "off-distribution" in err
+    assert "dropout" in doc["meta"]["warning"] and "image" in doc["meta"]["warning"]
+    report = json.loads((tmp_path / "attribution" / "image-by-band-global.json").read_text())
+    assert report["meta"]["warning"] == doc["meta"]["warning"]
+    assert "Coverage warning" in (tmp_path / "attribution" / "summary.md").read_text()
+    # modality-level players are what dropout trains for: no warning there
+    doc, err = attribute(cli, run, tmp_path / "modalities")
+    assert doc["meta"]["warning"] is None and "warning" not in err
+    assert math.isfinite(doc["v_all"])

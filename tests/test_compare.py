@@ -1,0 +1,108 @@
+"""compare: strategies (rows) x input subsets (columns) + average, oracles, seeds, best per column."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from miam_cli.evaluate.subsets import run_eval_subsets
+
+SUBSETS = ["tabular", "image", "series", "tabular+image", "tabular+series", "image+series", "tabular+image+series"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_store, tiny_trainer, tmp_path_factory):
+    """miam and uniform (seeds 0 and 1), 2 epochs each, and an image-only oracle; each eval-subsets'd."""
+    root = tmp_path_factory.mktemp("compare-runs")
+    made = {
+        "miam": tiny_trainer(tiny_store, root / "miam", epochs=2),
+        "uniform": tiny_trainer(tiny_store, root / "uniform", masking={"strategy": "uniform"}, epochs=2),
+        "uniform-seed1": tiny_trainer(tiny_store, root / "uniform-seed1", masking={"strategy": "uniform"}, epochs=2, seed=1),
+        "oracle": tiny_trainer(tiny_store, root / "oracle", modalities=["image"], epochs=2),
+    }
+    for run in made.values():
+        run_eval_subsets(run)
+    return made
+
+
+def auc(run, subset):
+    return float(pd.read_csv(run / "eval" / "subsets.csv").set_index("subset").loc[subset, "auc"])
+
+
+def test_rows_columns_oracle_and_average(runs, cli, tmp_path):
+    code, out, err = cli("compare", runs["miam"], runs["uniform"], runs["oracle"], "--out", tmp_path, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["metric"] == "auc"
+    assert doc["columns"] == SUBSETS + ["average"]
+    rows = {r["strategy"]: r for r in doc["rows"]}
+    assert [r["strategy"] for r in doc["rows"]] == ["miam", "uniform", "oracle"]
+    for label in ("miam", "uniform"):
+        means = [rows[label][c]["mean"] for c in SUBSETS]
+        assert means == pytest.approx([auc(runs[label], s) for s in SUBSETS], abs=1e-12)
+        assert rows[label]["average"]["mean"] == pytest.approx(np.mean(means), abs=1e-12)
+        assert all(rows[label][c]["std"] is None for c in SUBSETS)  # one run: no spread
+    # the oracle (trained on image alone) fills only the image column
+    oracle = rows["oracle"]
+    assert oracle["image"]["mean"] == pytest.approx(auc(runs["oracle"], "image"), abs=1e-12)
+    assert all(oracle[c]["mean"] is None for c in SUBSETS + ["average"] if c != "image")
+
+    csv = pd.read_csv(tmp_path / "compare.csv", index_col="strategy")
+    assert list(csv.index) == ["miam", "uniform", "oracle"]
+    assert csv.loc["uniform", "image_mean"] == pytest.approx(auc(runs["uniform"], "image"), abs=1e-12)
+    assert csv.loc["miam", "average_mean"] == pytest.approx(rows["miam"]["average"]["mean"], abs=1e-12)
+    assert np.isnan(csv.loc["oracle", "tabular_mean"])
+
+
+def test_best_per_column_is_marked(runs, cli, tmp_path):
+    code, out, err = cli("compare", runs["miam"], runs["uniform"], runs["oracle"], "--out", tmp_path, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    means = {r["strategy"]: r for r in doc["rows"]}
+    expected = {c: max(("miam", "uniform"), key=lambda s: means[s][c]["mean"]) for c in doc["columns"]}
+    assert doc["best"] == expected  # the oracle is a reference, never the best strategy
+
+    md = (tmp_path / "compare.md").read_text().splitlines()
+    header = [c.strip() for c in md[0].strip("|").split("|")]
+    assert header == ["strategy"] + doc["columns"]
+    body = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in md[2:5])}
+    assert list(body) == ["miam", "uniform", "oracle"]
+    for j, column in enumerate(doc["columns"]):
+        bold = [label for label, cells in body.items() if cells[j].startswith("**")]
+        assert bold == [expected[column]], column
+        value = float(body[expected[column]][j].strip("*").split("±")[0])
+        assert value == pytest.approx(100 * means[expected[column]][column]["mean"], abs=0.05)
+    assert body["oracle"][0] == "–"  # no tabular column for the image oracle
+
+    # the table on stdout marks the best with '*'
+    code, out, _ = cli("compare", runs["miam"], runs["uniform"], runs["oracle"], "--out", tmp_path)
+    assert code == 0 and "*" in out and "oracle" in out
+
+
+def test_seeds_of_one_strategy_give_mean_and_std(runs, cli, tmp_path):
+    code, out, err = cli("compare", runs["miam"], runs["uniform"], runs["uniform-seed1"], "--out", tmp_path, "--json")
+    assert code == 0, err
+    rows = {r["strategy"]: r for r in json.loads(out)["rows"]}
+    assert list(rows) == ["miam", "uniform"]
+    for c in SUBSETS:
+        pair = np.array([auc(runs["uniform"], c), auc(runs["uniform-seed1"], c)])
+        assert rows["uniform"][c]["mean"] == pytest.approx(pair.mean(), abs=1e-12)
+        assert rows["uniform"][c]["std"] == pytest.approx(pair.std(ddof=1), abs=1e-12)
+    # the average is the mean of the row's (mean) columns
+    assert rows["uniform"]["average"]["mean"] == pytest.approx(np.mean([rows["uniform"][c]["mean"] for c in SUBSETS]))
+    assert pair.std() > 0  # the seeds really differ
+    csv = pd.read_csv(tmp_path / "compare.csv", index_col="strategy")
+    assert csv.loc["uniform", "image_std"] == pytest.approx(rows["uniform"]["image"]["std"], abs=1e-12)
+    md = (tmp_path / "compare.md").read_text()
+    assert "±" in md.splitlines()[3]  # the uniform row shows mean ± std
+
+
+def test_missing_subset_table_is_refused_with_a_hint(runs, tiny_run, cli, tmp_path):
+    code, out, err = cli("compare", runs["miam"], tiny_run, "--out", tmp_path)
+    assert code == 2
+    assert "eval/subsets.csv" in err and "eval-subsets" in err and str(tiny_run) in err
+    assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "compare.csv").exists()
