@@ -28,19 +28,34 @@ class RunDir:
 
     @classmethod
     def for_training(cls, recipe: Recipe, out: Path | None, resume: bool) -> "RunDir":
-        """Rank 0 names the run dir once and shares it; a finished or started run is never overwritten."""
+        """Rank 0 names (and creates) the run dir once and shares it; other ranks create nothing.
+        A finished or started run is never overwritten. A refusal on rank 0 is raised on every rank,
+        so no rank is left waiting for the name."""
         env = dist.current()
-        name = None
+        decided: dict = {}
+        failure: Exception | None = None
         if env.is_main:
-            path = Path(out) if out is not None else default_run_path(recipe)
-            if path.exists() and any(path.iterdir()) and not resume:
-                raise UserError(f"{path} already holds a run; pass --resume to continue it or --out for a new one")
-            if resume and not (path / "recipe.yaml").exists() and out is None:
-                raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-            path.mkdir(parents=True, exist_ok=True)
-            (path / "checkpoints").mkdir(exist_ok=True)
-            name = str(path)
-        return cls(Path(dist.broadcast_text(name, env)))
+            try:
+                decided["path"] = str(cls._claim(recipe, out, resume))
+            except Exception as e:  # told to every rank before raising, or they would wait forever
+                failure, decided["error"] = e, str(e)
+        decided = dist.broadcast_object(decided, env)
+        if failure is not None:
+            raise failure
+        if "error" in decided:
+            raise UserError(f"rank 0: {decided['error']}")
+        return cls(Path(decided["path"]))
+
+    @staticmethod
+    def _claim(recipe: Recipe, out: Path | None, resume: bool) -> Path:
+        path = Path(out) if out is not None else default_run_path(recipe)
+        if path.exists() and any(path.iterdir()) and not resume:
+            raise UserError(f"{path} already holds a run; pass --resume to continue it or --out for a new one")
+        if resume and not (path / "recipe.yaml").exists() and out is None:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        return path
 
     def write_start(self, recipe: Recipe, trainer) -> None:
         atomic_write_text(self.path / "recipe.yaml", recipe_to_yaml(recipe))

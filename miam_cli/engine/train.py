@@ -3,6 +3,18 @@
 Exact resume: the shuffle order of an epoch comes from `order_gen` whose state at the epoch's start
 is saved, the masking draws from `mask_gen` whose current state is saved, dropout from torch's global
 RNG (saved), so a run stopped after any step and resumed ends with the same weights (CPU).
+
+Under DDP (see `miam_cli.engine.dist`) every rank draws the order and the masks of the whole global
+batch and trains on its slice (`dist.local_rows`); its mean loss is weighted by its slice size
+(`dist.slice_weight`), so DDP's gradient average is the gradient of the global batch's mean loss
+even when the last batch does not divide by the world size (no drop_last: W ranks see the same
+samples as one process). A rank whose slice is empty (a batch smaller than the world size) runs one
+row with weight 0, so every parameter still takes part in the all-reduce. With dropout > 0 the
+dropout draws differ from a one-process run (each rank has its own torch RNG stream); without it,
+W ranks reproduce one process's updates up to float summation order. Validation runs on every rank
+with the bare model (no collectives) and rank 0's numbers are broadcast, so the adaptive strategy
+and "best" stay identical everywhere. Only rank 0 writes files; a stop signal that reached any rank
+stops all ranks after the same step.
 """
 
 from __future__ import annotations
@@ -154,8 +166,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after_steps: int | None = None) -> dict:
+        previous = self._install_signal_handlers()
+        try:
+            return self._fit(stop_after_steps)
+        finally:  # after training a SIGTERM must kill the process again (e.g. a later stage of a pipeline)
+            self._restore_signal_handlers(previous)
+
+    def _fit(self, stop_after_steps: int | None) -> dict:
         cfg = self.recipe.train
-        self._install_signal_handlers()
         steps_this_run = 0
         while self.state.epoch < cfg.epochs:
             order = self._epoch_order()
@@ -169,11 +187,19 @@ class Trainer:
                 steps_this_run += 1
                 if self.progress:
                     self.progress(self.state.epoch, i + 1, self.steps_per_epoch)
-                if self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps):
-                    self.save("last")
-                    raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {i + 1}; last.pt written")
+                stop = self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
+                if dist.any_true(stop, self.env):  # signals reach ranks at different times: stop all after this step
+                    self._stop(i + 1)
             self._end_epoch(time.monotonic() - start)
         return self.state.rows[-1] if self.state.rows else {}
+
+    def _stop(self, step: int) -> None:
+        """Write last.pt (rank 0) and raise Preempted on every rank once it is on disk."""
+        # last.pt holds rank 0's state: the unfinished epoch's loss so far must be the ranks' mean
+        self.state.loss_sum = dist.mean(self.state.loss_sum, self.env)
+        self.save("last")
+        dist.barrier(self.env)  # no rank exits (and gets its launcher to kill rank 0) before last.pt exists
+        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; last.pt written")
 
     def _epoch_order(self) -> torch.Tensor:
         """The shared sample order of the current epoch (every rank draws the same permutation)."""
@@ -192,11 +218,16 @@ class Trainer:
         valid = self.layout.flatten_keep({m: batch.valid[m] for m in names})
         keep_flat = build_keep(p, valid, self.token_group, self.mask_gen)
         mine = dist.local_rows(len(rows), self.env)
+        weight = dist.slice_weight(len(mine), len(rows), self.env)
+        if len(mine) == 0:  # fewer rows than ranks: one row with weight 0 keeps every parameter in the all-reduce
+            mine = torch.arange(1)
         batch = batch.select(mine).to(self.device)
         keep = {m: k.to(self.device) for m, k in self.layout.split_flat(keep_flat[mine]).items()}
         with self._autocast():
             logits = self.ddp_model({m: batch.values[m] for m in names}, keep)
             loss = self.loss_fn(logits.float(), batch.target)
+        if weight != 1.0:  # slice mean x W n_local / n: DDP's average over ranks is then the global mean
+            loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.train.grad_clip > 0:
@@ -243,12 +274,18 @@ class Trainer:
         if len(self.val_data) == 0:
             return {f"val_{self.metric}": float("nan")}
         bs = self.recipe.eval.batch_size
-        out = {f"val_{self.metric}": evaluate(self.model, self.val_data, self.task, None, bs, self.device)[self.metric]}
+        # self.model, not the DDP wrapper: evaluation has no collectives, and every rank runs all of it
+        val = evaluate(self.model, self.val_data, self.task, None, bs, self.device)[self.metric]
+        scores = None
         if (self.state.epoch + 1) % self.recipe.masking.monitor_every == 0:
             rows = self._monitor_rows()
             scores = [evaluate(self.model, self.val_data, self.task, group_visibility(self.layout, g), bs, self.device, rows)[self.metric]
                       for g in self.layout.group_names]
             scores = [0.5 if not math.isfinite(x) else x for x in scores]  # no scorable class: chance level
+        # rank 0's numbers everywhere: GPU kernels may differ in the last bit between ranks
+        val, scores = dist.broadcast_object((val, scores), self.env)
+        out = {f"val_{self.metric}": val}
+        if scores is not None:
             record = self.monitor.update(scores)
             self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
             out.update({k: v for k, v in record.items() if k != "epoch"})
@@ -274,28 +311,49 @@ class Trainer:
         return (f"epoch {row['epoch']}/{self.recipe.train.epochs} loss {row['train_loss']:.4f} "
                 f"val_{self.metric} {row[f'val_{self.metric}']:.4f} {r} ({row['seconds']:.1f}s)")
 
-    def _install_signal_handlers(self) -> None:
-        """SLURM sends SIGUSR1 (with --signal) or SIGTERM before a time limit: finish the step, save, exit."""
+    def _install_signal_handlers(self) -> dict:
+        """SLURM sends SIGUSR1 (with --signal) or SIGTERM before a time limit: finish the step, save, exit.
+        Returns the handlers replaced, for `_restore_signal_handlers`."""
         def request_stop(signum, frame):
             self._stop_requested = True
 
+        previous = {}
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             try:
-                signal.signal(sig, request_stop)
+                previous[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not in the main thread (e.g. called from a test runner thread)
                 pass
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progress=None, log=print,
           stop_after_steps: int | None = None) -> Path:
-    """Train `recipe` into a run dir (created, or continued with `resume`); returns the run dir."""
-    run = RunDir.for_training(recipe, out, resume)
-    trainer = Trainer(recipe, run, progress, log)
-    if resume and (run.checkpoints / "last.pt").exists():
-        trainer.restore(run.checkpoints / "last.pt")
-    elif resume:
-        log(f"{run.path}: no last.pt yet, starting from scratch")
-    if trainer.env.is_main:
-        run.write_start(recipe, trainer)
-    trainer.fit(stop_after_steps)
-    return run.path
+    """Train `recipe` into a run dir (created, or continued with `resume`); returns the run dir.
+
+    Under torchrun or srun every rank calls this; only rank 0 logs, reports progress and writes files,
+    and the process group is left at the end (also when stopped by a signal or an error)."""
+    try:
+        if not dist.current().is_main:
+            progress, log = None, _quiet
+        run = RunDir.for_training(recipe, out, resume)
+        trainer = Trainer(recipe, run, progress, log)
+        if resume and (run.checkpoints / "last.pt").exists():
+            trainer.restore(run.checkpoints / "last.pt")
+        elif resume:
+            log(f"{run.path}: no last.pt yet, starting from scratch")
+        if trainer.env.is_main:
+            run.write_start(recipe, trainer)
+        trainer.fit(stop_after_steps)
+        dist.barrier(trainer.env)  # every rank returns once rank 0 has written the last epoch's files
+        return run.path
+    finally:
+        dist.shutdown()
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
