@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from miam_cli.store.atomic import atomic_write
 from miam_cli.attribution.estimators import ShapleyResult
 
 KINDS = ("bars", "line", "heatmap")
@@ -125,9 +126,7 @@ def _json_default(obj: Any) -> Any:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Readers never see half a file: write beside it, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _plot_png(result: ShapleyResult, kind: str, axis: list, grid, title: str) -> bytes:

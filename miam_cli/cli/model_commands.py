@@ -207,7 +207,7 @@ def attribute_cmd(
 
 def demo_cmd(
     out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Where everything goes (data, store, runs, report)"),
-    surveys: int = typer.Option(1500, min=100, help="Synthetic surveys"),
+    surveys: int = typer.Option(3000, min=100, help="Synthetic surveys"),
     species: int = typer.Option(16, min=2, help="Synthetic species"),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),

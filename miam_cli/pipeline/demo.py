@@ -20,7 +20,7 @@ from miam_cli.engine.recipe import load_recipe
 @dataclass
 class DemoOptions:
     out: Path = Path("demo-out")
-    surveys: int = 1500
+    surveys: int = 3000
     species: int = 16
     epochs: int | None = None
     strategies: tuple[str, ...] = ("miam", "uniform")
@@ -119,7 +119,9 @@ def _compare(runs: list[Path], out: Path) -> str:
 def _attribute(run: Path, truth: dict, log) -> list[dict]:
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
-    requests = [AttributionRequest(), AttributionRequest(modality="sentinel2", by="band"),
-                AttributionRequest(modality="sentinel2", by="patch", budget=1500),
-                AttributionRequest(modality="landsat", by="year", budget=1500)]
+    # 256 test samples and ~500 coalition evaluations per sampled report keep the demo to minutes;
+    # every report states its standard errors, so the cost/precision trade is visible
+    requests = [AttributionRequest(), AttributionRequest(modality="sentinel2", by="band", max_samples=256),
+                AttributionRequest(modality="sentinel2", by="patch", budget=500, max_samples=256),
+                AttributionRequest(modality="landsat", by="year", budget=500, max_samples=256)]
     return [run_attribution(run, r, log=log) for r in requests]
