@@ -116,7 +116,12 @@ class StoreWriter:
                         raise UserError(f"{self.path}/tokens.zarr/{m}/{key} has shape {group[key].shape}, expected {shape}")
                     continue
                 chunks = (self.chunk_size,) + shape[1:]
-                group.create_array(key, shape=shape, chunks=chunks, dtype=dtypes[key], fill_value=0)
+                try:
+                    group.create_array(key, shape=shape, chunks=chunks, dtype=dtypes[key], fill_value=0)
+                except Exception:
+                    # two shards starting together: the other one created it first, with the same plan
+                    if key not in zarr.open_group(self.path / "tokens.zarr" / m, mode="r"):
+                        raise
 
     # ---------- chunks ----------
     @property
