@@ -60,6 +60,7 @@ def train_cmd(
     """
     import sys
 
+    from miam_cli.engine import dist
     from miam_cli.engine.recipe import load_recipe
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
@@ -70,8 +71,11 @@ def train_cmd(
         try:
             run = train(r, out_dir, resume=resume, progress=progress, log=log)
         except Preempted as e:
-            log(f"preempted: {e}; continue with: miam train {recipe} --out <run dir> --resume")
+            if dist.current().is_main:
+                log(f"preempted: {e}; continue with: miam train {recipe} --out <run dir> --resume")
             sys.exit(PREEMPTED_EXIT_CODE)
+    if not dist.current().is_main:
+        return  # one result table per job, not one per rank
     import csv
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))

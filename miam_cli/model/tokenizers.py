@@ -17,24 +17,35 @@ from torch import Tensor, nn
 from miam_cli.model.layout import ModalityLayout
 
 
-class PerTokenLinear(nn.Module):
-    """Tabular: each token (variable) has its own linear map F -> d (value * w_t + b_t when F = 1)."""
+class GroupedLinear(nn.Module):
+    """One linear map F -> d per group of tokens: per variable for tabular data (value * w_t + b_t
+    when F = 1), per band for image sub-patches. A per-band projection lets the pooled tokens keep
+    bands apart linearly (red minus NIR), which a shared projection plus an additive band embedding
+    can only reach through the MLPs: NDVI-like signals are learned far sooner."""
 
-    def __init__(self, tokens: int, features: int, d_model: int) -> None:
+    def __init__(self, group_of_token: Tensor, features: int, d_model: int) -> None:
         super().__init__()
-        # Same scale as nn.Linear's default init, so tabular tokens start comparable to the others.
-        bound = features ** -0.5
-        self.weight = nn.Parameter(torch.empty(tokens, features, d_model).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(tokens, d_model).uniform_(-bound, bound))
+        groups = int(group_of_token.max()) + 1
+        bound = features ** -0.5  # nn.Linear's default init scale
+        self.weight = nn.Parameter(torch.empty(groups, features, d_model).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, d_model).uniform_(-bound, bound))
+        self.register_buffer("group", group_of_token.long(), persistent=False)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        if self.weight.shape[1] == 1:  # the common case: skip the [n, F, d] gather of a matmul
-            return x * self.weight[t, 0] + self.bias[t]
-        return torch.einsum("nf,nfd->nd", x, self.weight[t]) + self.bias[t]
+        g = self.group[t]
+        if self.weight.shape[1] == 1:  # the common tabular case: skip the [n, F, d] gather of a matmul
+            return x * self.weight[g, 0] + self.bias[g]
+        if self.weight.shape[0] > 16:  # many groups of wide tokens: one gathered einsum
+            return torch.einsum("nf,nfd->nd", x, self.weight[g]) + self.bias[g]
+        out = x.new_empty(x.shape[0], self.weight.shape[2])
+        for k in range(self.weight.shape[0]):  # a few groups (bands): one matmul each, no gather
+            rows = (g == k).nonzero().squeeze(1)
+            out = out.index_copy(0, rows, x.index_select(0, rows) @ self.weight[k] + self.bias[k])
+        return out
 
 
 class SharedLinear(nn.Linear):
-    """Image sub-patches, years of a cube, audio frames: one projection F -> d for all tokens."""
+    """Years of a cube, audio frames, images without bands: one projection F -> d for all tokens."""
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:  # noqa: ARG002 - same call as the others
         return super().forward(x)
@@ -53,7 +64,9 @@ class SmallMLP(nn.Module):
 
 def _content(mod: ModalityLayout, d_model: int) -> nn.Module:
     if mod.kind == "tabular":
-        return PerTokenLinear(mod.tokens, mod.features, d_model)
+        return GroupedLinear(torch.arange(mod.tokens), mod.features, d_model)
+    if mod.kind == "image" and "band" in mod.axes:
+        return GroupedLinear(torch.from_numpy(mod.axis_index("band")), mod.features, d_model)
     if mod.kind in ("image", "timeseries", "audio"):
         return SharedLinear(mod.features, d_model)
     return SmallMLP(mod.features, d_model)  # embedding, location
