@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from miam_cli.cli.common import Progress, default_path, log, out, print_json, print_table, shard_from_env, warn
+
+# Options every `prepare` command shares (one definition, so their help cannot drift apart)
+Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
+ChunkSize = Annotated[int, typer.Option(min=1, help="Samples per zarr chunk (and per unit of resume/shard).")]
+Strict = Annotated[bool, typer.Option(help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing.")]
+Shard = Annotated[Optional[str], typer.Option(help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT.")]
+Overwrite = Annotated[bool, typer.Option(help="Rebuild a complete store.")]
+SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summary as JSON.")]
 
 synth_app = typer.Typer(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
 prepare_app = typer.Typer(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
@@ -53,12 +61,12 @@ def prepare_geoplant_cmd(
     split: str = typer.Option("spatial", help="spatial (blocks, seeded) | data (the metadata's train/test; val carved spatially)"),
     block_size: float = typer.Option(0.5, min=0.001, help="Spatial block size in degrees."),
     seed: int = typer.Option(0, help="Seed of the block split."),
-    workers: int = typer.Option(0, min=0, help="Decoding processes (0 = in this process)."),
-    chunk_size: int = typer.Option(256, min=1, help="Samples per zarr chunk (and per unit of resume/shard)."),
-    strict: bool = typer.Option(False, help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing."),
-    shard: Optional[str] = typer.Option(None, help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT."),
-    overwrite: bool = typer.Option(False, help="Rebuild a complete store."),
-    json_out: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+    workers: Workers = 0,
+    chunk_size: ChunkSize = 256,
+    strict: Strict = False,
+    shard: Shard = None,
+    overwrite: Overwrite = False,
+    json_out: SummaryJson = False,
 ) -> None:
     """GeoPlant (GLC24 Kaggle or GLC25 layout) -> token store. An interrupted prepare resumes when run again.
 
@@ -157,12 +165,12 @@ def prepare_taxabench_cmd(
     image_size: int = typer.Option(64, min=1, help="Side in pixels the images' centre square is resized to."),
     audio_seconds: float = typer.Option(5.0, min=0.1, help="Seconds of each recording used."),
     audio_tokens: int = typer.Option(10, min=1, help="Time tokens per recording."),
-    workers: int = typer.Option(0, min=0, help="Decoding processes (0 = in this process)."),
-    chunk_size: int = typer.Option(256, min=1, help="Samples per zarr chunk (and per unit of resume/shard)."),
-    strict: bool = typer.Option(False, help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing."),
-    shard: Optional[str] = typer.Option(None, help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT."),
-    overwrite: bool = typer.Option(False, help="Rebuild a complete store."),
-    json_out: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+    workers: Workers = 0,
+    chunk_size: ChunkSize = 256,
+    strict: Strict = False,
+    shard: Shard = None,
+    overwrite: Overwrite = False,
+    json_out: SummaryJson = False,
 ) -> None:
     """TaxaBench-8k (raw files, or precomputed per-modality embeddings) -> token store; multi-class, stratified split.
 
@@ -183,12 +191,12 @@ def prepare_taxabench_cmd(
 def prepare_custom_cmd(
     spec: Path = typer.Argument(..., help="Dataset spec (YAML; see docs/dataset-spec.md)."),
     store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/<spec name>]"),
-    workers: int = typer.Option(0, min=0, help="Decoding processes (0 = in this process)."),
-    chunk_size: int = typer.Option(256, min=1, help="Samples per zarr chunk (and per unit of resume/shard)."),
-    strict: bool = typer.Option(False, help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing."),
-    shard: Optional[str] = typer.Option(None, help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT."),
-    overwrite: bool = typer.Option(False, help="Rebuild a complete store."),
-    json_out: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+    workers: Workers = 0,
+    chunk_size: ChunkSize = 256,
+    strict: Strict = False,
+    shard: Shard = None,
+    overwrite: Overwrite = False,
+    json_out: SummaryJson = False,
 ) -> None:
     """Your own data, described by a dataset spec: points table + modalities (columns, rasters, files, cubes, embeddings).
 

@@ -215,6 +215,7 @@ def demo_cmd(
     species: int = typer.Option(16, min=2, help="Synthetic species"),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
+    budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
     """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
@@ -224,7 +225,7 @@ def demo_cmd(
     from miam_cli.pipeline.demo import DemoOptions, run_demo
 
     with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed), log=log,
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget), log=log,
                        progress=lambda e, s, n: bar.update(s, n, f"epoch {e + 1}"))
     if json_out:
         print_json(res)

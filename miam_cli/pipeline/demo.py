@@ -25,6 +25,7 @@ class DemoOptions:
     epochs: int | None = None
     strategies: tuple[str, ...] = ("miam", "uniform")
     seed: int = 0
+    budget: int = 500  # coalition evaluations per sampled attribution report
     overrides: list[str] = field(default_factory=list)
 
 
@@ -51,7 +52,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=Non
     for s, run in run_dirs.items():
         step(f"eval-subsets {s}", lambda run=run: _eval(run, selectors))
     compare_md = step("compare", lambda: _compare(list(run_dirs.values()), out / "compare"))
-    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], truth, log))
+    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], opts.budget, log))
     from miam_cli.pipeline.report import write_report
 
     paths = write_report(out, run_dirs, compare_md, reports, truth, timings)
@@ -116,12 +117,12 @@ def _compare(runs: list[Path], out: Path) -> str:
     return md.read_text()
 
 
-def _attribute(run: Path, truth: dict, log) -> list[dict]:
+def _attribute(run: Path, budget: int, log) -> list[dict]:
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
     # 256 test samples and ~500 coalition evaluations per sampled report keep the demo to minutes;
     # every report states its standard errors, so the cost/precision trade is visible
     requests = [AttributionRequest(), AttributionRequest(modality="sentinel2", by="band", max_samples=256),
-                AttributionRequest(modality="sentinel2", by="patch", budget=500, max_samples=256),
-                AttributionRequest(modality="landsat", by="year", budget=500, max_samples=256)]
+                AttributionRequest(modality="sentinel2", by="patch", budget=budget, max_samples=256),
+                AttributionRequest(modality="landsat", by="year", budget=budget, max_samples=256)]
     return [run_attribution(run, r, log=log) for r in requests]

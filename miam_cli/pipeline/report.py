@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from miam_cli.attribution.report import markdown_summary
 from miam_cli.store.atomic import atomic_write_text
 
 
@@ -37,16 +38,12 @@ def _markdown(out: Path, runs, compare_md, attributions, truth, timings) -> str:
         lines.append("")
     lines += ["## Attribution (Shapley values, " + Path(runs[next(iter(runs))]).name + " run)", ""]
     for rep in attributions:
-        result, eff = rep["result"], rep["efficiency"]
         rel = (Path(rep["dir"]) / f"{rep['stem']}.png").relative_to(out)
-        order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
-        top = ", ".join(f"{result.players[i]} ({result.values[i]:+.4f} ± {result.std_errors[i]:.4f})" for i in order[:4])
-        lines += [f"### {rep['stem']}", "", f"Top players: {top}.", "",
-                  f"{result.method}, {result.evaluations} coalition evaluations; efficiency Σφ = {eff['sum_phi']:.4f} vs "
-                  f"v(all) − v(none) = {eff['v_all_minus_v_none']:.4f}.", ""]
+        lines.append(markdown_summary(rep["result"], rep["stem"], str(rel)))
+        if rep["meta"].get("reused_eval_subsets"):
+            lines += ["Subset values reused from `eval/subsets.csv`; only v(none) was evaluated.", ""]
         if rep["meta"].get("warning"):
             lines += [f"> Coverage warning: {rep['meta']['warning']}", ""]
-        lines += [f"![{rep['stem']}]({rel})", ""]
     lines += ["## Timings", "", "| step | seconds |", "| --- | --- |"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     return "\n".join(lines) + "\n"
 
