@@ -42,12 +42,16 @@ def synth_geoplant_cmd(
     """
     from miam_cli.synth.geoplant import synth_geoplant
 
-    raw = default_path(raw_dir, Path("data/geoplant"), "RAW_DIR")
-    with Progress("synth geoplant", surveys) as bar:
-        summary = synth_geoplant(raw, surveys=surveys, species=species, seed=seed, progress=bar.update)
-    log(f"wrote {surveys} surveys, {species} species to {raw} (truth: {raw / 'truth.json'})")
+    _run_synth("geoplant", synth_geoplant, raw_dir, surveys, f"{surveys} surveys, {species} species",
+               surveys=surveys, species=species, seed=seed)
+
+
+def _run_synth(dataset: str, generate, raw_dir: Optional[Path], count: int, what: str, **kwargs) -> None:
+    raw = default_path(raw_dir, Path("data") / dataset, "RAW_DIR")
+    with Progress(f"synth {dataset}", count) as bar:
+        generate(raw, progress=bar.update, **kwargs)
+    log(f"wrote {what} to {raw} (truth: {raw / 'truth.json'})")
     out.print(str(raw))
-    return summary
 
 
 # ------------------------------------------------------------------ prepare
@@ -145,11 +149,8 @@ def synth_taxabench_cmd(
     """
     from miam_cli.synth.taxabench import synth_taxabench
 
-    raw = default_path(raw_dir, Path("data/taxabench"), "RAW_DIR")
-    with Progress("synth taxabench", observations) as bar:
-        synth_taxabench(raw, observations=observations, species=species, seed=seed, progress=bar.update)
-    log(f"wrote {observations} observations, {species} species to {raw} (truth: {raw / 'truth.json'})")
-    out.print(str(raw))
+    _run_synth("taxabench", synth_taxabench, raw_dir, observations, f"{observations} observations, {species} species",
+               observations=observations, species=species, seed=seed)
 
 
 @prepare_app.command("taxabench")
