@@ -71,10 +71,10 @@ def train_cmd(
         try:
             run = train(r, out_dir, resume=resume, progress=progress, log=log)
         except Preempted as e:
-            if dist.current().is_main:
+            if dist.resolve().is_main:
                 log(f"preempted: {e}; continue with: miam train {recipe} --out <run dir> --resume")
             sys.exit(PREEMPTED_EXIT_CODE)
-    if not dist.current().is_main:
+    if not dist.resolve().is_main:
         return  # one result table per job, not one per rank
     import csv
 
