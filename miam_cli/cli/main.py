@@ -24,6 +24,23 @@ app = typer.Typer(
 data_commands.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from miam_cli import __version__
+
+        print(f"miam {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """MIAM toolkit: prepare multimodal ecological data, train transformers with Modality Imbalance-Aware
+    Masking, evaluate on every subset of modalities, explain with Shapley values.
+
+    Example: miam demo
+    """
+
+
 def _register_optional() -> None:
     """Stages register themselves here as they exist (keeps this file free of logic)."""
     from miam_cli.cli import model_commands
