@@ -17,6 +17,8 @@ from miam_cli.errors import UserError
 
 # results go to stdout, everything else (logs, warnings, progress) to stderr
 out = Console(soft_wrap=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 200  # piped to a file or a batch log: wide tables stay one line per row
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -44,12 +46,7 @@ def print_table(title: str, columns: list[str], rows: list[list], caption: str |
 
 
 def _cell(v) -> str:
-    """Numbers at 4 decimals; text escaped, since selectors like `s2[band=red]` look like Rich markup."""
-    if isinstance(v, str):
-        try:
-            v = float(v) if "." in v or "e" in v.lower() else v
-        except ValueError:
-            pass
+    """Floats at 4 decimals; text escaped, since selectors like `s2[band=red]` look like Rich markup."""
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return escape(str(v))

@@ -84,7 +84,7 @@ def train_cmd(
         print_json({"run_dir": str(run), "metrics": last})
     else:
         keep = [k for k in last if k.startswith(("epoch", "train_loss", "val_", "r_", "p_"))]
-        print_table(f"run {run}", ["metric", "value"], [[k, last[k]] for k in keep])
+        print_table(f"run {run}", ["metric", "value"], [[k, _as_number(last[k])] for k in keep])
         out.print(str(run))
 
 
@@ -146,6 +146,14 @@ def compare_cmd(
         return
     rows = [[label] + [format_cell(mean.loc[label, c], std.loc[label, c], best.get(c) == label, False) for c in columns] for label in mean.index]
     print_table(f"{agg.attrs['metric']} x 100 (* = best per column)", ["strategy"] + columns, rows)
+
+
+def _as_number(text: str):
+    """metrics.csv cells are text: numbers print as numbers, the rest as is."""
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return text
 
 
 def _num(x):
