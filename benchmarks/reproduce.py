@@ -189,7 +189,10 @@ def main() -> None:
         text += [f"## {title}\n", table, "### The paper's claims, measured\n", *claim_lines, ""]
     text += ["## Attribution on the GeoPlant benchmark (MIAM, seed 0)\n", *attribution, ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(text) + "\n")
+    # a hand-written discussion below the marker survives regeneration
+    marker = "<!-- discussion -->"
+    kept = args.out.read_text().split(marker, 1)[1] if args.out.exists() and marker in args.out.read_text() else ""
+    args.out.write_text("\n".join(text) + "\n" + (marker + kept if kept else ""))
     log(f"wrote {args.out} in {minutes:.1f} min")
 
 
