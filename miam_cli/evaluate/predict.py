@@ -16,10 +16,6 @@ class Prediction:
     targets: np.ndarray  # [N, C] multi-hot or [N] class index
     visible_tokens: float  # mean number of visible tokens per sample
 
-    def probabilities(self, task_type: str) -> np.ndarray:
-        x = torch.from_numpy(self.logits)
-        return (torch.sigmoid(x) if task_type == "multilabel" else torch.softmax(x, dim=1)).numpy()
-
 
 def visible_keep(batch_valid: dict[str, torch.Tensor], visible: dict[str, torch.Tensor] | None, names: list[str]) -> dict[str, torch.Tensor]:
     """keep = valid & visible (per-token mask shared by all samples); a modality absent from `visible` is dropped."""
@@ -69,7 +65,3 @@ def group_visibility(layout, group: str | list[str]) -> dict[str, torch.Tensor]:
     gidx = {layout.group_names.index(g) for g in groups}
     return {m.name: torch.ones(m.tokens, dtype=torch.bool) for m in layout.modalities if m.group in gidx}
 
-
-def mean_over(values: list[float]) -> float:
-    arr = np.asarray(values, dtype=float)
-    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")

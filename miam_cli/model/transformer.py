@@ -177,14 +177,7 @@ class MiamModel(nn.Module):
         if batch == 0:
             return self.cls_token.new_zeros(0, self.cls_token.shape[0])
         tokens, owner = self._visible_tokens(values, keep)
-        pooled = self._run(*self._pack(tokens, owner, batch))
-        # Every sample with nothing visible has the same input (CLS alone), so it must get the same
-        # output bit for bit; BLAS kernels can differ in the last bit by row position, which would
-        # turn the exact ties of "no input" into noise for rank metrics such as AUC.
-        empty = torch.bincount(owner, minlength=batch) == 0
-        if bool(empty.any()):
-            pooled = torch.where(empty[:, None], pooled[empty][:1], pooled)
-        return pooled
+        return self._run(*self._pack(tokens, owner, batch))
 
     def reference_forward(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Tensor:
         """Slow reference with the same weights: every token is tokenized and run at full length, and
