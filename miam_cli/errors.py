@@ -1,5 +1,7 @@
 """Errors a user can fix. The CLI turns them into a one-line message and exit code 2."""
 
+import difflib
+
 
 class UserError(Exception):
     """Bad usage, a bad recipe or bad input that was refused (exit code 2, no traceback)."""
@@ -11,3 +13,10 @@ class RuntimeFailure(Exception):
     """Something went wrong at run time that is not the user's input (exit code 1)."""
 
     exit_code = 1
+
+
+def did_you_mean(word: str, choices) -> str:
+    """` (did you mean 'x'?)` for the closest choice, or '' when none is close: every error that
+    names an unknown key, modality, axis or value ends with it."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

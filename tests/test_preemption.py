@@ -45,17 +45,22 @@ def _env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
+def _signal_once_checkpointed(proc: subprocess.Popen, last: Path) -> None:
+    """SIGUSR1 as soon as the first last.pt exists (the run is mid-training, as under SLURM)."""
+    deadline = time.monotonic() + 120
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training ended before the signal could be sent"
+    os.kill(proc.pid, signal.SIGUSR1)
+
+
 def test_sigusr1_writes_last_pt_exits_75_and_resume_ends_identical(setup):
     base, recipe = setup
     run = base / "run"
     proc = subprocess.Popen(_miam("train", base / "recipe.yaml", "--out", run), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = run / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training ended before the signal could be sent"
-    os.kill(proc.pid, signal.SIGUSR1)
+    _signal_once_checkpointed(proc, last)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE == 75, err[-2000:]
     assert "preempted" in err and "--resume" in err
@@ -139,11 +144,7 @@ def test_train_sbatch_forwards_usr1_through_torchrun_and_requeues(setup, tmp_pat
     proc = subprocess.Popen(["bash", str(script), str(base / "recipe.yaml"), "run", f"train.epochs={EPOCHS * 3}"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training ended before the signal could be sent"
-    os.kill(proc.pid, signal.SIGUSR1)
+    _signal_once_checkpointed(proc, last)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "SIGUSR1" in out and "requeueing job 4242" in out

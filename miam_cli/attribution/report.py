@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from miam_cli.store.atomic import atomic_write
+from miam_cli.store.atomic import atomic_write_bytes, json_default
 from miam_cli.attribution.estimators import ShapleyResult
 
 KINDS = ("bars", "line", "heatmap")
@@ -65,11 +64,11 @@ def write_report(
     title = title or stem
     meta = dict(meta or {})
 
-    _write_atomic(out / f"{stem}.csv", _csv_text(result, axis).encode())
+    atomic_write_bytes(out / f"{stem}.csv", _csv_text(result, axis).encode())
     document = {"title": title, "kind": kind, "meta": meta, "efficiency": efficiency_check(result),
                 "result": result.to_dict(), "axis_values": axis}
-    _write_atomic(out / f"{stem}.json", json.dumps(document, indent=2, default=_json_default).encode())
-    _write_atomic(out / f"{stem}.png", _plot_png(result, kind, axis, grid, title))
+    atomic_write_bytes(out / f"{stem}.json", json.dumps(document, indent=2, default=json_default).encode())
+    atomic_write_bytes(out / f"{stem}.png", _plot_png(result, kind, axis, grid, title))
 
     summary = markdown_summary(result, title, f"{stem}.png")
     if summary_file is not None:
@@ -112,21 +111,6 @@ def _csv_text(result: ShapleyResult, axis: list) -> str:
     for record, axis_value in zip(result.to_records(), axis):
         writer.writerow({**record, "axis_value": axis_value})
     return buf.getvalue()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers never see half a file: write beside it, then rename."""
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _plot_png(result: ShapleyResult, kind: str, axis: list, grid, title: str) -> bytes:

@@ -31,9 +31,9 @@ def warn(message: str) -> None:
 
 
 def print_json(obj) -> None:
-    from miam_cli.store.atomic import _json_default
+    from miam_cli.store.atomic import json_default
 
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def print_table(title: str, columns: list[str], rows: list[list], caption: str | None = None) -> None:

@@ -6,14 +6,13 @@ before validation, so an override is checked exactly like the file.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from miam_cli.errors import UserError
+from miam_cli.errors import UserError, did_you_mean
 
 STRATEGY_NAMES = ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam")
 
@@ -117,7 +116,7 @@ class Recipe(_Section):
         for g, members in groups.items():
             for m in members:
                 if m not in store_modalities:
-                    hint = _did_you_mean(m, store_modalities)
+                    hint = did_you_mean(m, store_modalities)
                     raise UserError(f"modalities.{g}: the store has no modality {m!r}{hint}; it has {', '.join(store_modalities)}")
         return groups
 
@@ -170,7 +169,7 @@ def format_errors(error: ValidationError, source: str) -> str:
         path = ".".join(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             section = _section_fields(loc[:-1])
-            lines.append(f"  {path}: unknown key{_did_you_mean(loc[-1], section)}")
+            lines.append(f"  {path}: unknown key{did_you_mean(loc[-1], section)}")
         elif err["type"] == "missing":
             lines.append(f"  {path}: required key missing")
         else:
@@ -193,11 +192,6 @@ def _section_fields(loc: list[str]) -> list[str]:
         if field.alias:
             names.append(field.alias)
     return names
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -16,14 +16,13 @@ store's modality descriptions and returns a visible-token mask per store modalit
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from miam_cli.errors import UserError
+from miam_cli.errors import UserError, did_you_mean
 
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<")
 _ORDERED_OPS = (">=", "<=", ">", "<")
@@ -198,7 +197,7 @@ def _resolve_term(term: Term, modalities: dict, groups: dict) -> dict[str, np.nd
             out[m] = np.ones(_describe(m, modalities[m])[0], dtype=bool)
         return out
     raise UserError(
-        f"unknown modality {term.name!r}{_did_you_mean(term.name, [*modalities, *groups])}; "
+        f"unknown modality {term.name!r}{did_you_mean(term.name, [*modalities, *groups])}; "
         f"modalities: {', '.join(modalities) or '(none)'}"
         + (f"; groups: {', '.join(groups)}" if groups else "")
     )
@@ -215,7 +214,7 @@ def _term_mask(term: Term, name: str, desc) -> np.ndarray:
         if cond.axis not in axes:
             raise UserError(
                 f"modality {name!r} has no axis {cond.axis!r}"
-                f"{_did_you_mean(cond.axis, list(axes))}; its axes: {', '.join(axes) or '(none)'}"
+                f"{did_you_mean(cond.axis, list(axes))}; its axes: {', '.join(axes) or '(none)'}"
             )
         hit = _value_mask(cond, name, list(axes[cond.axis]))
         mask &= hit[coords[axis_pos[cond.axis]]]
@@ -323,7 +322,7 @@ def _unknown_value(cond: Condition, modality: str, value: str, values: list) -> 
         numbers = [float(v) for v in values]
         extra = f" (range {_fmt(min(numbers))}..{_fmt(max(numbers))})"
     return (
-        f"unknown {cond.axis} {value!r} for {modality!r}{_did_you_mean(value, names)}; "
+        f"unknown {cond.axis} {value!r} for {modality!r}{did_you_mean(value, names)}; "
         f"values: {_listing(values)}{extra}"
     )
 
@@ -336,11 +335,6 @@ def _listing(values: list) -> str:
     shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
     more = len(values) - _MAX_LISTED
     return shown + (f", ... ({more} more)" if more > 0 else "")
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # --------------------------------------------------------------------------- modality subsets

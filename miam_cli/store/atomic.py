@@ -33,16 +33,21 @@ def _umask() -> int:
     return mask
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def _json_default(o):
-    # numpy scalars and arrays show up in metrics; write them as plain JSON numbers/lists
+def json_default(o):
+    """`json.dumps(default=...)` for what results hold besides plain types: numpy scalars and arrays
+    (metrics), tensors, paths."""
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):
