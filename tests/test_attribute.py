@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from miam_cli.attribution.estimators import PermutationSampler, exact_shapley
+from miam_cli.attribution.estimators import KernelSampler, PermutationSampler, exact_shapley
 from miam_cli.attribution.games import ModelGame, axis_players, parse_target
 from miam_cli.engine.checkpoint import load_model
 from miam_cli.evaluate.run import _store_path, open_run
@@ -141,24 +141,26 @@ def test_patches_give_a_heat_map(evaluated_run, cli, tmp_path):
 # ------------------------------------------------------------------ sampling and shards
 
 
-def test_token_players_are_sampled_within_the_budget(evaluated_run, cli, tmp_path):
+@pytest.mark.parametrize("sampler", [None, "permutation"])
+def test_token_players_are_sampled_within_the_budget(evaluated_run, cli, tmp_path, sampler):
     doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "token", "--exact-max", "3",
-                       "--budget", "200", "--max-samples", "100")
-    assert doc["method"] == "permutation" and doc["meta"]["samples"] == 100
+                       "--budget", "200", "--max-samples", "100", *(["--sampler", sampler] if sampler else []))
+    assert doc["method"] == (sampler or "kernel") and doc["meta"]["samples"] == 100
     assert len(doc["players"]) == 16 and doc["players"][0] == "band=red,patch=r0c0"
     assert 0 < doc["evaluations"] <= 200
     se = np.array(doc["std_errors"], dtype=float)
     assert np.all(np.isfinite(se)) and np.all(se > 0)
     assert doc["tracker"]["count"] >= 2
-    # every sample is a whole permutation pair, so efficiency holds exactly even when sampling
+    # whole permutation pairs telescope, and KernelSHAP imposes it: efficiency holds exactly when sampling
     assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
     csv = pd.read_csv(tmp_path / "image-by-token-global.csv")
     assert (csv["std_error"] > 0).all() and (csv["evaluations"] == doc["evaluations"]).all()
 
 
-def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run, cli, tmp_path):
+@pytest.mark.parametrize("sampler", ["kernel", "permutation"])
+def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run, cli, tmp_path, sampler):
     args = ("--modality", "image", "--by", "token", "--exact-max", "3", "--budget", "200", "--max-samples", "100",
-            "--out", tmp_path)
+            "--sampler", sampler, "--out", tmp_path)
     shard_docs = []
     for i in range(2):
         code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--shard", f"{i}/2", *args)
@@ -170,7 +172,8 @@ def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run,
     assert code == 0, err
     doc = json.loads(out)
     pairs = [d["result"]["tracker"]["count"] for d in shard_docs]
-    assert pairs[0] == pairs[1] == 200 // (2 * 2 * 17)  # a pair is 2 x (16 + 1) coalitions; half the budget each
+    # half the budget each: a permutation pair is 2 x (16 + 1) coalitions; a kernel pair 2, after v(∅) and v(all)
+    assert pairs[0] == pairs[1] == (100 // (2 * 17) if sampler == "permutation" else (100 - 2) // 2)
     assert doc["meta"]["shards"] == 2
     assert doc["tracker"]["count"] == sum(pairs)
     assert doc["evaluations"] == sum(d["result"]["evaluations"] for d in shard_docs) <= 200
@@ -182,7 +185,8 @@ def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run,
     run = open_run(evaluated_run)
     players = axis_players(run, "image", "token", "all")
     game = ModelGame(run, players, parse_target(run, "global"), max_samples=100)
-    single = PermutationSampler(game, 16, budget=None, seed=0, player_names=players.names).run(pairs=sum(pairs))
+    cls = PermutationSampler if sampler == "permutation" else KernelSampler
+    single = cls(game, 16, budget=None, seed=0, player_names=players.names).run(pairs=sum(pairs))
     np.testing.assert_allclose(doc["values"], single.values, rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.array(doc["std_errors"], float), single.std_errors, rtol=0, atol=1e-5)
     assert doc["v_all"] == pytest.approx(single.v_all, abs=1e-5) and doc["v_none"] == pytest.approx(single.v_none, abs=1e-12)

@@ -1,4 +1,4 @@
-"""Shapley estimators (exact, subset table, antithetic permutation sampling) and reports."""
+"""Shapley estimators (exact, subset table, antithetic permutation sampling, paired KernelSHAP) and reports."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from miam_cli.attribution.estimators import (
     ConvergenceTracker,
+    KernelSampler,
     PermutationSampler,
     ShapleyResult,
     TooManyPlayersError,
@@ -205,6 +206,84 @@ def test_tracker_batch_updates_equal_plain_statistics():
         tracker.update(chunk)
     np.testing.assert_allclose(tracker.mean, samples.mean(axis=0))
     np.testing.assert_allclose(tracker.std_errors, samples.std(axis=0, ddof=1) / np.sqrt(50))
+
+
+# --- paired KernelSHAP ------------------------------------------------------------------------
+
+
+def test_kernel_on_additive_game_is_exact_from_any_sample():
+    # b = A·w for an additive game, so the constrained fit returns w whatever pairs were drawn
+    result = KernelSampler(additive_game(WEIGHTS), len(WEIGHTS), budget=None).run(pairs=12)
+    np.testing.assert_allclose(result.values, WEIGHTS, atol=1e-9)
+    assert result.method == "kernel" and np.all(result.std_errors < 1e-9)
+
+
+def test_kernel_within_three_standard_errors_and_efficient():
+    players = 12
+    game = interaction_game(players, seed=3)
+    truth = exact_shapley(game, players).values
+    result = KernelSampler(game, players, budget=None, tolerance=0, seed=1).run(pairs=600)
+    assert np.all(np.abs(result.values - truth) <= 3 * result.std_errors)
+    assert abs(result.efficiency_gap) < 1e-9  # imposed by the constrained least squares
+
+
+def test_kernel_standard_errors_are_calibrated():
+    # over independent runs, (estimate − truth) / standard error should have sd ≈ 1: a standard
+    # error that ignores A's noise overstates the error many times (sd ≈ 0.1 on this game)
+    players = 10
+    game = interaction_game(players, seed=4)
+    truth = exact_shapley(game, players).values
+    z = [(r.values - truth) / r.std_errors for r in
+         (KernelSampler(game, players, budget=None, tolerance=0, seed=s).run(pairs=150) for s in range(30))]
+    assert 0.75 < float(np.std(z)) < 1.3
+
+
+def test_kernel_error_shrinks_with_budget_and_beats_permutations():
+    players = 14
+    game = interaction_game(players, seed=7)
+    truth = exact_shapley(game, players).values
+
+    def rmse(sampler, budget: int) -> float:
+        errors = []
+        for seed in range(4):
+            result = sampler(game, players, budget=budget, tolerance=0, seed=seed).run()
+            assert result.evaluations <= budget and not result.converged
+            errors.append(np.mean((result.values - truth) ** 2))
+        return float(np.sqrt(np.mean(errors)))
+
+    assert rmse(KernelSampler, 3200) < 0.5 * rmse(KernelSampler, 200)
+    assert rmse(KernelSampler, 800) < 0.8 * rmse(PermutationSampler, 800)
+
+
+def test_kernel_respects_the_budget_and_stops_when_converged():
+    recorder = Recorder(interaction_game(12))
+    result = KernelSampler(recorder, 12, budget=300, tolerance=0).run()
+    assert len(recorder.rows) == len(set(recorder.rows)) == result.evaluations <= 300
+    weights = np.linspace(-1, 1, 20)
+    converged = KernelSampler(additive_game(weights), 20, budget=10**6, batch_pairs=8).run()
+    assert converged.converged and converged.tracker.count == 24  # P = 20 pairs first, in batches of 8
+    with pytest.raises(ValueError, match="budget"):
+        KernelSampler(interaction_game(12), 12, budget=3).run()
+
+
+def test_kernel_small_game_sampled_to_completion_returns_exact_values():
+    game = interaction_game(SMALL)
+    result = KernelSampler(game, SMALL, budget=1000, tolerance=0).run()
+    assert result.method == "exact" and result.evaluations == 2**SMALL
+    np.testing.assert_allclose(result.values, brute_force_shapley(game, SMALL), atol=1e-9)
+
+
+def test_kernel_shards_merge_to_the_single_run():
+    players, game = 11, interaction_game(11, seed=2)
+    whole = KernelSampler(game, players, budget=None, seed=5).run(pairs=90)
+    shards = [KernelSampler(game, players, budget=None, seed=5, batch_pairs=7).run(pairs=45, first_pair=first)
+              for first in (0, 45)]
+    pooled = merge([ShapleyResult.from_dict(json.loads(json.dumps(s.to_dict()))) for s in shards])
+    np.testing.assert_allclose(pooled.values, whole.values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(pooled.std_errors, whole.std_errors, rtol=1e-10)
+    assert pooled.method == "kernel" and pooled.tracker.count == 90
+    with pytest.raises(ValueError, match="different estimators"):
+        merge([shards[0], PermutationSampler(game, players, budget=None).run(pairs=2)])
 
 
 # --- captum cross-check ------------------------------------------------------------------------

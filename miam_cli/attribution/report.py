@@ -22,11 +22,13 @@ from miam_cli.store.atomic import atomic_write_bytes, json_default
 from miam_cli.attribution.estimators import ShapleyResult
 
 KINDS = ("bars", "line", "heatmap")
+METHOD_NAMES = {"exact": "exact (all coalitions)", "permutation": "antithetic permutation sampling",
+                "kernel": "paired KernelSHAP (Covert & Lee 2021)"}
 Z95 = 1.96
 CSV_COLUMNS = ["player", "axis_value", "phi", "std_error", "evaluations"]
 TOP_PLAYERS = 5
 # Relative size of Σφ − (v(all) − v(none)) under which efficiency counts as satisfied: exact
-# values and whole permutations both telescope, so only rounding is left.
+# values and whole permutations both telescope, and KernelSHAP imposes it, so only rounding is left.
 EFFICIENCY_RTOL = 1e-6
 
 
@@ -80,7 +82,7 @@ def write_report(
 def markdown_summary(result: ShapleyResult, title: str, image: str | None = None) -> str:
     check = efficiency_check(result)
     order = np.argsort(-result.values)[:TOP_PLAYERS]
-    method = "exact (all coalitions)" if result.method == "exact" else "antithetic permutation sampling"
+    method = METHOD_NAMES.get(result.method, result.method)
     finite = result.std_errors[np.isfinite(result.std_errors)]
     status = "converged" if result.converged else "not converged (budget spent)"
     lines = [

@@ -11,6 +11,7 @@ import pandas as pd
 
 from miam_cli.attribution.estimators import (
     EXACT_MAX_PLAYERS,
+    KernelSampler,
     PermutationSampler,
     ShapleyResult,
     exact_shapley,
@@ -41,6 +42,13 @@ class AttributionRequest:
     exact_max: int = 10  # exact up to this many players (2^P coalitions), sampling above
     max_samples: int | None = None
     shard: tuple[int, int] | None = None
+    sampler: str = "kernel"  # above exact_max players: paired KernelSHAP, or antithetic permutations
+
+SAMPLERS = {"kernel": KernelSampler, "permutation": PermutationSampler}
+# coalition evaluations per sampling unit (a kernel pair, or an antithetic pair of permutations with
+# its own ∅ and full set), and the fixed cost of a run (the kernel's v(∅) and v(all))
+UNIT_COST = {"kernel": lambda p: 2, "permutation": lambda p: 2 * (p + 1)}
+FIXED_COST = {"kernel": 2, "permutation": 0}
 
 
 def default_axis(run: LoadedRun, modality: str) -> str:
@@ -90,11 +98,13 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
         return result
     if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
         return exact_shapley(game, P, players.names)
-    sampler = PermutationSampler(game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
+    if req.sampler not in SAMPLERS:
+        raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
     if req.shard is None or req.shard[1] == 1:
         return sampler.run()
     i, n = req.shard
-    pairs = max(1, req.budget // (n * 2 * (P + 1)))  # a pair is 2(P+1) coalitions: each shard spends about budget / n
+    pairs = max(1, (req.budget // n - FIXED_COST[req.sampler]) // UNIT_COST[req.sampler](P))  # at most budget / n each
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
@@ -108,7 +118,7 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     if warning:
         log(f"warning: {warning}")
     if req.shard is not None and req.shard[1] > 1 and len(players.names) <= req.exact_max:
-        raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits permutation sampling only")
+        raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
     result = estimate(game, players, req, reuse)

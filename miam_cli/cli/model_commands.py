@@ -175,12 +175,13 @@ def attribute_cmd(
     target: str = typer.Option("global", help="global (the split's metric) | loss (minus the mean loss) | a class index, id or name"),
     split: str = typer.Option("test", help="train | val | test"),
     context: str = typer.Option("all", help="all: other modalities visible | none: masked"),
-    budget: int = typer.Option(2000, min=1, help="Most coalition evaluations for permutation sampling"),
+    budget: int = typer.Option(2000, min=1, help="Most coalition evaluations when sampling"),
     tolerance: float = typer.Option(0.01, min=0.0, help="Stop sampling when the largest standard error < tolerance x spread of values"),
-    seed: int = typer.Option(0, help="Seed of the permutations"),
+    seed: int = typer.Option(0, help="Seed of the sampled coalitions"),
+    sampler: str = typer.Option("kernel", help="Above --exact-max players: kernel (paired KernelSHAP) | permutation (antithetic)"),
     exact_max: int = typer.Option(10, min=1, max=16, help="Exact Shapley (all 2^P coalitions) up to this many players"),
     max_samples: Optional[int] = typer.Option(None, min=1, help="Use at most this many samples of the split"),
-    shard: Optional[str] = typer.Option(None, help="I/N: run a slice of the permutations (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
+    shard: Optional[str] = typer.Option(None, help="I/N: run a slice of the samples (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
     merge: bool = typer.Option(False, help="Pool the shard files into the report"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -197,7 +198,7 @@ def attribute_cmd(
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
-                             parse_shard(shard_text) if shard_text else None)
+                             parse_shard(shard_text) if shard_text else None, sampler)
     if merge:
         res = merge_attribution(run, req, out_dir, _device(device))
     else:
