@@ -22,6 +22,7 @@ def runs(tiny_store, tiny_trainer, tmp_path_factory):
         "uniform": tiny_trainer(tiny_store, root / "uniform", masking={"strategy": "uniform"}, epochs=2),
         "uniform-seed1": tiny_trainer(tiny_store, root / "uniform-seed1", masking={"strategy": "uniform"}, epochs=2, seed=1),
         "oracle": tiny_trainer(tiny_store, root / "oracle", modalities=["image"], epochs=2),
+        "miam-k30": tiny_trainer(tiny_store, root / "miam-k30", masking={"strategy": "miam", "kappa": 30}, epochs=2),
     }
     for run in made.values():
         run_eval_subsets(run)
@@ -106,3 +107,15 @@ def test_missing_subset_table_is_refused_with_a_hint(runs, tiny_run, cli, tmp_pa
     assert "eval/subsets.csv" in err and "eval-subsets" in err and str(tiny_run) in err
     assert "Traceback" not in err and out == ""
     assert not (tmp_path / "compare.csv").exists()
+
+
+def test_ablations_of_one_strategy_get_their_own_rows(runs, cli, tmp_path):
+    code, out, err = cli("compare", runs["miam"], runs["miam-k30"], runs["uniform"], runs["uniform-seed1"],
+                         "--out", tmp_path, "--json")
+    assert code == 0, err
+    rows = {r["strategy"]: r for r in json.loads(out)["rows"]}
+    # the seeds of uniform pool into one row; the two kappas of miam do not
+    assert set(rows) == {"miam (masking.kappa=10.0)", "miam (masking.kappa=30.0)", "uniform"}
+    k30 = rows["miam (masking.kappa=30.0)"]
+    assert k30["tabular"]["mean"] == pytest.approx(auc(runs["miam-k30"], "tabular"), abs=1e-12)
+    assert rows["uniform"]["tabular"]["std"] is not None  # two seeds, one row

@@ -423,3 +423,34 @@ def test_plot_imbalance_writes_png(tmp_path):
         rec.update({"epoch": i, "p_a": 0.5 + 0.1 * i, "p_b": 0.5})
     out = plot_imbalance(mon.records, ["a", "b"], tmp_path / "plots" / "imbalance.png")
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_monitor_skill_scores_mask_the_learned_modality_more():
+    # a learned modality (AUC 0.70 → 0.80) and one still at chance (0.50 → 0.51): with raw AUC the
+    # unlearned one looks "strong and stable" (r above the learned one's); skill above chance fixes that
+    names = ["learned", "unlearned"]
+    raw, skill = ImbalanceMonitor(names), ImbalanceMonitor(names, chance=0.5)
+    for scores in ([0.70, 0.50], [0.80, 0.51]):
+        raw.update(scores)
+        rec = skill.update(scores)
+    assert raw.ratios[1] > raw.ratios[0]
+    assert skill.ratios[0] > skill.ratios[1]
+    # k = (s - 0.5) / 0.5: 0.6 and 0.02; d = 0.2 and 0.02
+    assert rec["k_learned"] == pytest.approx(0.6) and rec["k_unlearned"] == pytest.approx(0.02)
+    assert rec["d_learned"] == pytest.approx(0.2) and rec["d_unlearned"] == pytest.approx(0.02)
+    rho_s = 0.6 / math.sqrt(0.6 * 0.02)
+    rho_d = (0.2 + 1e-4) / math.sqrt((0.2 + 1e-4) * (0.02 + 1e-4))
+    assert rec["r_learned"] == pytest.approx(rho_s / rho_d, rel=1e-9)
+
+
+def test_monitor_skill_floor_keeps_ratios_finite_below_chance():
+    mon = ImbalanceMonitor(["a", "b"], chance=0.5)
+    mon.update([0.45, 0.8])
+    rec = mon.update([0.40, 0.9])
+    assert rec["d_a"] == pytest.approx(0.1)  # the change is measured before the floor
+    assert torch.isfinite(mon.ratios).all() and (mon.ratios > 0).all()
+    assert rec["rho_s_a"] == pytest.approx(0.01 / math.sqrt(0.01 * 0.8))
+    state = mon.state_dict()
+    again = ImbalanceMonitor(["a", "b"])
+    again.load_state_dict(state)
+    assert again.chance == 0.5 and again.update([0.4, 0.9]) == mon.update([0.4, 0.9])

@@ -48,6 +48,8 @@ class MaskingSection(_Section):
     w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
     monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
+    score: Literal["skill", "raw"] = Field(
+        "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")
     eps: float = Field(1e-4, gt=0, description="added to d_m so a plateau cannot divide by zero")
     monitor_samples: int = Field(0, ge=0, description="validation samples used for s_m (0 = all)")
 

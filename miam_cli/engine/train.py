@@ -85,7 +85,8 @@ class Trainer:
                                mlp_ratio=m.mlp_ratio, dropout=m.dropout, pooling=m.pooling, buckets=m.buckets).to(self.device)
         self.ddp_model = dist.wrap(self.model, self.device)
         self.strategy = make_strategy(recipe.masking.strategy, self.layout.num_groups, **recipe.masking.strategy_params())
-        self.monitor = ImbalanceMonitor(list(self.layout.group_names), eps=recipe.masking.eps, smoothing=recipe.masking.smoothing)
+        self.monitor = ImbalanceMonitor(list(self.layout.group_names), eps=recipe.masking.eps, smoothing=recipe.masking.smoothing,
+                                        chance=self._chance_level() if recipe.masking.score == "skill" else None)
         self.loss_fn = self._loss().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
@@ -98,6 +99,11 @@ class Trainer:
         self._stop_requested = False
 
     # ------------------------------------------------------------------ set-up helpers
+
+    def _chance_level(self) -> float:
+        """The monitor metric of a model that knows nothing: AUC 0.5, top-1 1/C (a uniform guess)."""
+        return 0.5 if self.metric == "auc" else 1.0 / self.store.meta.task.num_classes
+
     def _loss(self):
         weights = None
         if self.recipe.train.class_weighting and self.task == "multilabel":

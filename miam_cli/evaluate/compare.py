@@ -1,12 +1,16 @@
 """`compare`: the paper's Table 1 — strategies (rows) x input subsets (columns), with the average.
 
 Runs of the same strategy (e.g. several seeds) form one row with mean and standard deviation.
+Runs of one strategy whose recipes differ in more than the seed (an ablation: `masking.kappa=30`)
+get separate rows, labelled with the differing keys, e.g. `miam (masking.kappa=30)`.
 A run trained on fewer masking modalities than the widest run is an *oracle*: it fills only the
 column of exactly its own inputs, and all oracles share one row.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,39 @@ from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.store.atomic import atomic_write, atomic_write_text
 
 ORACLE = "oracle"
+# recipe keys that tell runs apart without making them different configurations
+NOT_A_VARIANT = ("train.seed", "name")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "modalities":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def variant_labels(infos: list[dict]) -> list[str]:
+    """The strategy name, plus `(key=value, …)` for the recipe keys (seeds and names aside) where a
+    run differs from the other runs of its strategy, so that ablations do not pool into one row. A
+    value held by most of those runs (the baseline configuration) is not spelled out."""
+    values = [{k: v for k, v in _flatten(i["recipe"]).items() if k not in NOT_A_VARIANT} for i in infos]
+    flat = [{k: json.dumps(v, sort_keys=True, default=str) for k, v in vals.items()} for vals in values]
+    labels = []
+    for info, mine, shown in zip(infos, flat, values):
+        peers = [f for f, other in zip(flat, infos) if other["strategy"] == info["strategy"] and other["groups"] == info["groups"]]
+        extra = []
+        for key in sorted(set().union(*peers)):
+            counts = Counter(p.get(key) for p in peers)
+            if len(counts) == 1:
+                continue
+            (top, n_top), *rest = counts.most_common()
+            if mine.get(key) != top or (rest and rest[0][1] == n_top):  # not the majority's value, or no majority
+                extra.append(f"{key}={shown.get(key)}")
+        labels.append(f"{info['strategy']} ({', '.join(extra)})" if extra else info["strategy"])
+    return labels
 
 
 def run_info(run_dir: Path, split: str = "test") -> dict:
@@ -34,7 +71,7 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
         if table.empty:
             raise UserError(f"{run_dir}: eval/subsets.csv has no rows for split {split!r}")
     groups = recipe.get("modalities")
-    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups}
+    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe}
 
 
 def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
@@ -44,7 +81,7 @@ def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric:
     metric = metric or _default_metric(infos)
     widest = max(len(i["table"].query("kind == 'subset'")["subset"].map(lambda s: s.split("+")).explode().unique()) for i in infos)
     records = []
-    for info in infos:
+    for info, label in zip(infos, variant_labels(infos)):
         table = info["table"]
         full = table.loc[table["kind"] == "subset", "subset"]
         n_groups = len(set("+".join(full).split("+"))) if len(full) else 0
@@ -55,7 +92,7 @@ def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric:
             records.append({"label": ORACLE, "run": str(info["run"]), "subset": own, "value": float(table.set_index("subset").loc[own, metric])})
             continue
         for _, row in table.iterrows():
-            records.append({"label": info["strategy"], "run": str(info["run"]), "subset": row["subset"], "value": float(row[metric])})
+            records.append({"label": label, "run": str(info["run"]), "subset": row["subset"], "value": float(row[metric])})
     long = pd.DataFrame(records)
     if subsets:
         long = long[long["subset"].isin(subsets)]

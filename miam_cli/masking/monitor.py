@@ -3,14 +3,21 @@
 Once per evaluation (every epoch, or every k steps) the trainer scores the model with only modality
 m visible on the validation split and calls ``ImbalanceMonitor.update`` with those scores:
 
-    d_m   = |s_m(t) − s_m(t−1)|                     (or, with smoothing σ: σ·d_prev + (1−σ)·|Δs|)
-    ρ_s,m = s_m / geomean(s)                         (s clamped at SCORE_FLOOR first, see below)
+    k_m   = (s_m − c) / (1 − c)                     (skill above chance c; with chance=None, k_m = s_m)
+    d_m   = |k_m(t) − k_m(t−1)|                     (or, with smoothing σ: σ·d_prev + (1−σ)·|Δk|)
+    ρ_s,m = k⁺_m / geomean(k⁺)                       (k⁺ = k floored at SKILL_FLOOR, or SCORE_FLOOR if raw)
     ρ_d,m = (d_m + eps) / geomean(d + eps)           (eps: a plateau d = 0 cannot divide by zero)
     r_m   = ρ_s,m / ρ_d,m                            (high = strong and stable = mask more)
 
+Why skill and not the raw metric: ρ_s is a ratio, so the score needs a zero that means "no
+performance". Macro AUC's is 0.5, not 0. With raw AUC a modality the model has not learned yet
+scores ≈ 0.5, close to a learned one's 0.8, while its learning speed d_m is tiny; r_m = ρ_s/ρ_d is
+then the largest of all, and MIAM masks the weakest modality *most*, the opposite of its purpose.
+The paper's formula is kept; only the score's origin moves to chance (`masking.score: raw` restores
+the raw metric). SKILL_FLOOR keeps the geometric mean finite for a modality at or below chance.
+
 Before two evaluations exist there is no d: r_m = 1, and d, ρ_d are NaN in the record.
-Some metrics can give s_m ≤ 0; a geometric mean (and a positive r) needs positive numbers, so
-s is clamped at SCORE_FLOOR for ρ_s. The record keeps the raw s_m and d is computed from raw scores.
+The record keeps the raw metric as s_m and the skill as k_m.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ import torch
 
 from miam_cli.masking.strategies import SCORE_FLOOR
 
+# 1% of the metric's range above chance: a modality at chance counts as a hundredth of a perfect one
+SKILL_FLOOR = 0.01
+
 
 def _geomean(x: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in x) / len(x))
@@ -31,13 +41,17 @@ def _geomean(x: list[float]) -> float:
 class ImbalanceMonitor:
     """Tracks s_m, d_m, ρ_s,m, ρ_d,m and r_m across evaluations; ``ratios`` feeds ``Miam.update``."""
 
-    def __init__(self, modality_names: Sequence[str], eps: float = 1e-4, smoothing: float = 0.0):
+    def __init__(self, modality_names: Sequence[str], eps: float = 1e-4, smoothing: float = 0.0,
+                 chance: float | None = None):
         if not modality_names or len(set(modality_names)) != len(modality_names):
             raise ValueError(f"modality_names must be non-empty and unique, got {list(modality_names)}")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if chance is not None and not 0.0 <= chance < 1.0:
+            raise ValueError(f"chance must be in [0, 1) or None, got {chance}")
+        self.chance = None if chance is None else float(chance)
         self.names = list(modality_names)
         self.eps = float(eps)
         self.smoothing = float(smoothing)
@@ -74,13 +88,15 @@ class ImbalanceMonitor:
         (`epoch`, `p_<m>`) so that the record is a full metrics.csv row.
         """
         s = self._as_list(scores)
-        s_pos = [max(v, SCORE_FLOOR) for v in s]
-        g_s = _geomean(s_pos)
-        rho_s = [v / g_s for v in s_pos]
+        k = self.skill(s)
+        floor = SCORE_FLOOR if self.chance is None else SKILL_FLOOR
+        k_pos = [max(v, floor) for v in k]
+        g_s = _geomean(k_pos)
+        rho_s = [v / g_s for v in k_pos]
         nan = [math.nan] * len(s)
         d, rho_d = nan, nan
         if self._prev_s is not None:
-            step = [abs(a - b) for a, b in zip(s, self._prev_s)]
+            step = [abs(a - b) for a, b in zip(k, self.skill(self._prev_s))]
             if self._prev_d is None:
                 d = step  # first speed: nothing to smooth with yet
             else:
@@ -91,10 +107,17 @@ class ImbalanceMonitor:
             self._prev_d = d
         self._prev_s = s
         record: dict[str, float] = {}
-        for key, values in (("s", s), ("d", d), ("rho_s", rho_s), ("rho_d", rho_d), ("r", self._ratios)):
+        for key, values in (("s", s), ("k", k), ("d", d), ("rho_s", rho_s), ("rho_d", rho_d), ("r", self._ratios)):
             record.update({f"{key}_{n}": float(v) for n, v in zip(self.names, values)})
         self.records.append(record)
         return record
+
+    def skill(self, s: list[float]) -> list[float]:
+        """k_m: the score above chance on the metric's [chance, 1] range (the raw score with chance=None).
+        Not floored: d_m is the true change; only ρ_s floors it, as a geometric mean needs positive numbers."""
+        if self.chance is None:
+            return list(s)
+        return [(v - self.chance) / (1.0 - self.chance) for v in s]
 
     def state_dict(self) -> dict:
         """Plain python data (loadable with torch.load(weights_only=True))."""
@@ -102,6 +125,7 @@ class ImbalanceMonitor:
             "names": list(self.names),
             "eps": self.eps,
             "smoothing": self.smoothing,
+            "chance": self.chance,
             "prev_s": None if self._prev_s is None else list(self._prev_s),
             "prev_d": None if self._prev_d is None else list(self._prev_d),
             "ratios": list(self._ratios),
@@ -112,6 +136,7 @@ class ImbalanceMonitor:
         if list(state["names"]) != self.names:
             raise ValueError(f"monitor state is for modalities {state['names']}, not {self.names}")
         self.eps, self.smoothing = float(state["eps"]), float(state["smoothing"])
+        self.chance = state.get("chance")  # absent in checkpoints written before skill scores: raw
         self._prev_s = None if state["prev_s"] is None else [float(v) for v in state["prev_s"]]
         self._prev_d = None if state["prev_d"] is None else [float(v) for v in state["prev_d"]]
         self._ratios = [float(v) for v in state["ratios"]]
