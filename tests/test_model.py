@@ -91,6 +91,20 @@ def test_dropping_equals_key_padding_reference(pooling):
     torch.testing.assert_close(out_noisy, out, atol=1e-5, rtol=0)
 
 
+def test_encode_tokenized_equals_encode_on_gathered_samples():
+    # attribution embeds a split once and runs it under many masks: sample i is rows[i] (repeats allowed)
+    model = make_model(pooling="mean").eval()
+    values, keep = make_batch(model.layout, seed=2)
+    rows = torch.tensor([3, 0, 3, 5, 1, 1])
+    masks = make_batch(model.layout, seed=9)[1]
+    keep_rows = {n: k[: len(rows)] for n, k in masks.items()}
+    with torch.no_grad():
+        direct = model.encode({n: v[rows] for n, v in values.items()}, keep_rows)
+        via_tokens = model.encode_tokenized(model.tokenize(values), rows, keep_rows)
+    torch.testing.assert_close(via_tokens, direct, atol=1e-5, rtol=0)
+    assert model.drops_tokens and not MaskTokenModel.drops_tokens
+
+
 def test_dropping_gradients_equal_reference_gradients():
     model = make_model(pooling="mean").train()
     values, keep = make_batch(model.layout, seed=4)

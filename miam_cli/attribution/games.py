@@ -105,6 +105,7 @@ class ModelGame:
         per_sample = sum(m.tokens * m.features * 4 for m in run.layout.modalities)
         self.batch_rows = int(min(batch_rows, max(64, (256 << 20) // max(per_sample, 1))))
         self.evaluations = 0
+        self._embedded_cache: dict[str, torch.Tensor] | None = None
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
         coalitions = np.asarray(coalitions, dtype=bool)
@@ -118,17 +119,36 @@ class ModelGame:
         return out
 
     @torch.no_grad()
+    def _embedded(self) -> dict[str, torch.Tensor] | None:
+        """The split's tokens embedded once (token-dropping models); every coalition reuses them."""
+        model = self.run.model
+        if not getattr(model, "drops_tokens", False):
+            return None
+        if self._embedded_cache is None:
+            model.eval()
+            chunks = [model.tokenize({m: v[i : i + 1024].to(self.device) for m, v in self.batch.values.items()})
+                      for i in range(0, len(self.batch), 1024)]
+            self._embedded_cache = {m: torch.cat([c[m] for c in chunks]) for m in chunks[0]}
+        return self._embedded_cache
+
+    @torch.no_grad()
     def _values(self, visibilities: list[dict[str, torch.Tensor]]) -> np.ndarray:
         model, names = self.run.model, self.run.layout.names
         model.eval()
         b = self.batch
         n, k = len(b), len(visibilities)
+        embedded = self._embedded()
         logits = []
         for start in range(0, n, max(1, self.batch_rows // k)):
             sl = slice(start, start + max(1, self.batch_rows // k))
-            values = {m: b.values[m][sl].repeat(k, 1, 1).to(self.device) for m in names}
             keep = {m: torch.cat([visible_keep({m: b.valid[m][sl]}, vis, [m])[m] for vis in visibilities]).to(self.device) for m in names}
-            logits.append(model(values, keep).float().cpu().reshape(k, -1, model.head.out_features))
+            if embedded is None:  # e.g. the mask-token baseline: repeat the raw values per coalition
+                values = {m: b.values[m][sl].repeat(k, 1, 1).to(self.device) for m in names}
+                out = model(values, keep)
+            else:
+                rows = torch.arange(n, device=self.device)[sl].repeat(k)
+                out = model.head(model.encode_tokenized(embedded, rows, keep))
+            logits.append(out.float().cpu().reshape(k, -1, model.head.out_features))
         logits = torch.cat(logits, dim=1)  # [k, n, C]
         return np.array([self._score(logits[i]) for i in range(k)])
 

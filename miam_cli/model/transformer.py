@@ -136,6 +136,7 @@ class MiamModel(nn.Module):
     """Token-dropping multimodal transformer: `model(values, keep) -> logits [B, C]`."""
 
     model_type = "miam"
+    drops_tokens = True  # encode() sees only kept tokens, so `encode_tokenized` may stand in for it
 
     def __init__(
         self,
@@ -178,6 +179,32 @@ class MiamModel(nn.Module):
             return self.cls_token.new_zeros(0, self.cls_token.shape[0])
         tokens, owner = self._visible_tokens(values, keep)
         return self._run(*self._pack(tokens, owner, batch))
+
+    def tokenize(self, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Every token embedded, {m: [B, T_m, d]}. A token's embedding depends on its value and index
+        only, so callers that run the same samples under many masks (attribution) embed them once
+        and call `encode_tokenized` per mask, instead of re-reading and re-projecting raw values."""
+        out = {}
+        for name, tokenizer in self.tokenizers.items():
+            x = values[name]
+            batch, count, features = x.shape
+            t = torch.arange(count, device=x.device).repeat(batch)
+            out[name] = tokenizer(x.reshape(batch * count, features), t).view(batch, count, -1)
+        return out
+
+    def encode_tokenized(self, embedded: Mapping[str, Tensor], rows: Tensor, keep: Mapping[str, Tensor]) -> Tensor:
+        """`encode` from `tokenize`'s output: sample i of the result is sample rows[i] of `embedded`
+        (rows may repeat) with keep[m][i] visible. Equals `encode` on the gathered raw values."""
+        parts, owners = [], []
+        for name in self.tokenizers:
+            count = embedded[name].shape[1]
+            flat = keep[name].reshape(-1).nonzero().squeeze(1)  # (i, t) pairs as i * T + t, in order
+            owner = flat // count
+            parts.append(embedded[name][rows[owner], flat % count])
+            owners.append(owner)
+        if len(rows) == 0:
+            return self.cls_token.new_zeros(0, self.cls_token.shape[0])
+        return self._run(*self._pack(torch.cat(parts), torch.cat(owners), len(rows)))
 
     def reference_forward(self, values: Mapping[str, Tensor], keep: Mapping[str, Tensor]) -> Tensor:
         """Slow reference with the same weights: every token is tokenized and run at full length, and
@@ -302,6 +329,7 @@ class MaskTokenModel(MiamModel):
     """Baseline (MaskSDM's way): all tokens are encoded, masked ones as a learned mask token."""
 
     model_type = "mask-token"
+    drops_tokens = False  # masked tokens enter as the mask token: `encode_tokenized` does not apply
 
     def __init__(self, layout: TokenLayout, num_classes: int, **kwargs: Any) -> None:
         super().__init__(layout, num_classes, **kwargs)
