@@ -43,6 +43,7 @@ ABLATIONS = {
     "miam-smoothing": ["masking.strategy=miam", "masking.smoothing=0.5"],
     "miam-lambda2": ["masking.strategy=miam", "masking.lambda=2"],
     "miam-kappa30": ["masking.strategy=miam", "masking.kappa=30"],
+    "miam-monitor-steps8": ["masking.strategy=miam", "masking.monitor_steps=8"],  # ~4 updates per 33-step epoch
     "beta-cube-kappa30": ["masking.strategy=beta-cube", "masking.kappa=30"],
 }
 

@@ -113,3 +113,22 @@ def test_overrides_and_lambda_alias(tmp_path):
     assert r.masking.lam == 3 and r.train.epochs == 5 and r.masking.strategy == "uniform"
     assert r.masking.strategy_params() == {}
     assert load_recipe(path).masking.lam == 2
+
+
+def test_monitor_steps_updates_the_ratios_within_epochs_and_resumes_exactly(store, tmp_path):
+    # 600 samples, ~420 train, batch 64: 7 steps per epoch; every 3 steps -> updates at steps 3, 6 (not 7:
+    # the epoch end validates anyway), 9, 12, and the 2 epoch ends: 6 updates over 2 epochs
+    recipe = _recipe(store, epochs=2)
+    recipe.masking.monitor_steps = 3
+    full = train(recipe, tmp_path / "full", log=lambda *_: None)
+    updates = list(csv.DictReader(open(full / "imbalance.csv")))
+    steps = [int(u["step"]) for u in updates]
+    per_epoch = len(list(csv.DictReader(open(full / "metrics.csv"))))
+    assert per_epoch == 2 and steps == [3, 6, 7, 9, 12, 14]
+    assert float(updates[1]["r_tabular"]) != 1.0  # the second update already has a learning speed
+    with pytest.raises(Preempted):  # stopped right after the mid-epoch update at step 9
+        train(recipe, tmp_path / "cut", stop_after_steps=9, log=lambda *_: None)
+    train(recipe, tmp_path / "cut", resume=True, log=lambda *_: None)
+    a, b = _weights(full), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list(csv.DictReader(open(tmp_path / "cut" / "imbalance.csv"))) == updates

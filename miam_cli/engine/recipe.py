@@ -47,6 +47,7 @@ class MaskingSection(_Section):
     w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
     w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
     monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
+    monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
     score: Literal["skill", "raw"] = Field(
         "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")

@@ -61,13 +61,14 @@ class RunDir:
         atomic_write_text(self.path / "recipe.yaml", recipe_to_yaml(recipe))
         atomic_write_json(self.path / "env.json", environment(trainer))
 
-    def write_metrics(self, keys: list[str], rows: list[dict]) -> None:
+    def write_metrics(self, keys: list[str], rows: list[dict], name: str = "metrics.csv") -> None:
+        """One row per epoch (metrics.csv), or one per imbalance update (imbalance.csv)."""
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in keys})
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.path / name, buf.getvalue())
 
 
 def default_run_path(recipe: Recipe) -> Path:

@@ -192,6 +192,9 @@ class Trainer:
                 self._step(rows)
                 self.state.step_in_epoch = i + 1
                 steps_this_run += 1
+                every = self.recipe.masking.monitor_steps
+                if every and self.state.global_step % every == 0 and i + 1 < self.steps_per_epoch:
+                    self._monitor_within_epoch()  # the epoch's last step is followed by _validate anyway
                 if self.progress:
                     self.progress(self.state.epoch, i + 1, self.steps_per_epoch)
                 stop = self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
@@ -283,20 +286,33 @@ class Trainer:
         bs = self.recipe.eval.batch_size
         # self.model, not the DDP wrapper: evaluation has no collectives, and every rank runs all of it
         val = evaluate(self.model, self.val_data, self.task, None, bs, self.device)[self.metric]
-        scores = None
-        if (self.state.epoch + 1) % self.recipe.masking.monitor_every == 0:
-            rows = self._monitor_rows()
-            scores = [evaluate(self.model, self.val_data, self.task, group_visibility(self.layout, g), bs, self.device, rows)[self.metric]
-                      for g in self.layout.group_names]
-            scores = [0.5 if not math.isfinite(x) else x for x in scores]  # no scorable class: chance level
+        scores = self._unimodal_scores() if (self.state.epoch + 1) % self.recipe.masking.monitor_every == 0 else None
         # rank 0's numbers everywhere: GPU kernels may differ in the last bit between ranks
         val, scores = dist.broadcast_object((val, scores), self.env)
         out = {f"val_{self.metric}": val}
         if scores is not None:
-            record = self.monitor.update(scores)
-            self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
-            out.update({k: v for k, v in record.items() if k != "epoch"})
+            record = self._update_imbalance(scores)
+            out.update({k: v for k, v in record.items() if k not in ("epoch", "step")})
         return out
+
+    def _unimodal_scores(self) -> list[float]:
+        """s_m: the validation metric with only group m visible (on `monitor_samples` rows)."""
+        rows, bs = self._monitor_rows(), self.recipe.eval.batch_size
+        scores = [evaluate(self.model, self.val_data, self.task, group_visibility(self.layout, g), bs, self.device, rows)[self.metric]
+                  for g in self.layout.group_names]
+        return [0.5 if not math.isfinite(x) else x for x in scores]  # no scorable class: chance level
+
+    def _update_imbalance(self, scores: list[float]) -> dict:
+        record = self.monitor.update(scores)
+        record["step"] = self.state.global_step
+        self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
+        return record
+
+    def _monitor_within_epoch(self) -> None:
+        """`masking.monitor_steps`: s_m, d_m and r_m also every k steps, not only at epoch ends."""
+        scores = dist.broadcast_object(self._unimodal_scores(), self.env)
+        self._update_imbalance(scores)
+        self.model.train()  # evaluate() left the model in eval mode
 
     def _monitor_rows(self):
         n = self.recipe.masking.monitor_samples
@@ -308,6 +324,9 @@ class Trainer:
         rows = self.state.rows
         keys = list(dict.fromkeys(k for r in rows for k in r))
         self.run.write_metrics(keys, rows)
+        updates = self.monitor.records  # with masking.monitor_steps, more than one per epoch
+        if updates:
+            self.run.write_metrics(["step", *dict.fromkeys(k for r in updates for k in r if k != "step")], updates, "imbalance.csv")
         try:
             plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png")
         except Exception as e:  # a plot must never kill a training run
