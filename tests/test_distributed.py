@@ -170,7 +170,7 @@ def test_two_ranks_train_like_one_process(recipe, one_process, two_ranks):
     run = work / "run"
     # one run dir, written by rank 0 alone
     assert [p.name for p in work.iterdir()] == ["run"]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "env.json", "imbalance.png", "metrics.csv", "recipe.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "env.json", "imbalance.csv", "imbalance.png", "metrics.csv", "recipe.yaml"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     env = json.loads((run / "env.json").read_text())
     assert (env["world_size"], env["dist_source"]) == (2, "torchrun")
