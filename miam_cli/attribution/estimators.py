@@ -133,10 +133,7 @@ class ConvergenceTracker:
 
     def converged(self, tolerance: float, min_count: int) -> bool:
         """Largest standard error below ``tolerance`` times the spread of the estimates."""
-        if self.count < max(min_count, 2):
-            return False
-        spread = float(self.mean.max() - self.mean.min())
-        return float(self.std_errors.max()) <= tolerance * spread
+        return self.count >= max(min_count, 2) and _converged(self.mean, self.std_errors, tolerance)
 
     def to_dict(self) -> dict:
         return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -323,6 +320,21 @@ def pair_samples(perms: np.ndarray, prefix_values: np.ndarray) -> np.ndarray:
     return marginal.reshape(-1, 2, perms.shape[1]).mean(axis=1)
 
 
+def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys: list[bytes], rows_per_pair: int) -> int:
+    """How many leading pairs of a batch (``rows_per_pair`` coalition keys each) fit in what is left
+    of ``budget`` since the cache stood at ``start`` evaluations; cached or repeated coalitions are free."""
+    num_pairs = len(keys) // rows_per_pair
+    if budget is None:
+        return num_pairs
+    left = budget - (cache.evaluations - start)
+    new: set[bytes] = set()
+    for k in range(num_pairs):
+        new.update(cache.new_keys(keys[k * rows_per_pair : (k + 1) * rows_per_pair]))
+        if len(new) > left:
+            return k
+    return num_pairs
+
+
 class PermutationSampler:
     """Antithetic permutation sampling of Shapley values.
 
@@ -395,18 +407,7 @@ class PermutationSampler:
         return self._result(tracker, self.cache.evaluations - start)
 
     def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
-        """How many leading pairs of the batch fit in what is left of the budget."""
-        rows_per_pair = 2 * (self.num_players + 1)
-        num_pairs = len(keys) // rows_per_pair
-        if self.budget is None:
-            return num_pairs
-        left = self.budget - (self.cache.evaluations - start)
-        new: set[bytes] = set()
-        for k in range(num_pairs):
-            new.update(self.cache.new_keys(keys[k * rows_per_pair : (k + 1) * rows_per_pair]))
-            if len(new) > left:
-                return k
-        return num_pairs
+        return affordable_pairs(self.cache, self.budget, start, keys, 2 * (self.num_players + 1))
 
     def _result(self, tracker: ConvergenceTracker, evaluations: int) -> ShapleyResult:
         empty, full = np.zeros((1, self.num_players), bool), np.ones((1, self.num_players), bool)
@@ -578,15 +579,7 @@ class KernelSampler:
         return kernel_result(tracker, self.players, self.cache.evaluations - start, v_all, v_none, self.tolerance, self.min_pairs)
 
     def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
-        if self.budget is None:
-            return len(keys) // 2
-        left = self.budget - (self.cache.evaluations - start)
-        new: set[bytes] = set()
-        for k in range(len(keys) // 2):
-            new.update(self.cache.new_keys(keys[2 * k : 2 * k + 2]))
-            if len(new) > left:
-                return k
-        return len(keys) // 2
+        return affordable_pairs(self.cache, self.budget, start, keys, 2)
 
 
 def kernel_result(tracker: RegressionTracker, players: list[str], evaluations: int, v_all: float, v_none: float,
