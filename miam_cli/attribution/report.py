@@ -23,7 +23,7 @@ from miam_cli.attribution.estimators import ShapleyResult
 
 KINDS = ("bars", "line", "heatmap")
 METHOD_NAMES = {"exact": "exact (all coalitions)", "permutation": "antithetic permutation sampling",
-                "kernel": "paired KernelSHAP (Covert & Lee 2021)"}
+                "kernel": "paired KernelSHAP (Covert & Lee 2021) with coalition-size effects"}
 Z95 = 1.96
 CSV_COLUMNS = ["player", "axis_value", "phi", "std_error", "evaluations"]
 TOP_PLAYERS = 5
