@@ -140,7 +140,8 @@ def plot_subsets(table: pd.DataFrame, path: Path) -> None:
 
     metrics = [c for c in ("auc", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
     values = table[metrics].to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(metrics), 0.8 + 0.35 * len(table)))
+    label_inches = 0.075 * max(len(str(s)) for s in table["subset"])  # TaxaBench's 5-modality labels run to 44 characters
+    fig, ax = plt.subplots(figsize=(2.2 + 1.2 * len(metrics) + label_inches, 0.8 + 0.35 * len(table)), layout="constrained")
     im = ax.imshow(values, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set_yticks(range(len(table)), table["subset"])
@@ -148,7 +149,6 @@ def plot_subsets(table: pd.DataFrame, path: Path) -> None:
         ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w" if v < np.nanmean(values) else "k", fontsize=8)
     fig.colorbar(im, ax=ax)
     ax.set_title("metric by input subset")
-    fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
 
