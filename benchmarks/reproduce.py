@@ -163,8 +163,8 @@ def attribution_section(run: Path, truth: dict, out_dir: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--surveys", type=int, default=6000)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--surveys", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--quick", action="store_true", help="2000 surveys, 6 epochs: a smoke run of the whole study")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "reproduce")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
@@ -228,8 +228,10 @@ def main() -> None:
     trained = sorted((work / "geoplant-runs").glob("*-s*")) + sorted((work / "taxabench-runs").glob("*-s*"))
     train_minutes = sum(pd.read_csv(r / "metrics.csv")["seconds"].sum() for r in trained if (r / "metrics.csv").exists()) / 60
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    text = [f"# Reproduction study\n\nRegenerate with `{command.strip()}` (also `make reproduce`; it reuses finished runs "
-            f"under `build/reproduce/`). {len(trained)} models ({args.seeds} seed(s), {args.surveys} surveys, {args.epochs} "
+    where = work.resolve().relative_to(ROOT) if work.resolve().is_relative_to(ROOT) else work
+    text = [f"# Reproduction study\n\nRegenerate with `{command.strip()}` (it reuses finished runs under `{where}/`; "
+            f"`make reproduce` runs the defaults, {ap.get_default('seeds')} seeds, {ap.get_default('surveys')} surveys, "
+            f"{ap.get_default('epochs')} epochs, under `build/reproduce/`). {len(trained)} models ({args.seeds} seed(s), {args.surveys} surveys, {args.epochs} "
             f"epochs each) took {train_minutes:.0f} minutes of training on this machine in all; this pass took {minutes:.1f} "
             "minutes (evaluation and attribution included).\n"]
     for title, table, claim_lines in sections:
