@@ -228,6 +228,17 @@ def test_kernel_size_effects_absorb_any_function_of_coalition_size():
     np.testing.assert_allclose(result.values, WEIGHTS + climb[-1] / len(WEIGHTS), atol=1e-9)
 
 
+def test_kernel_is_exact_on_pairwise_games_from_any_sample():
+    # complements cancel every second-order interaction, and the size effects keep that so: the
+    # sampling error starts at third-order interactions
+    players = 10
+    rng = np.random.default_rng(0)
+    main, pairs = rng.normal(size=players), np.triu(rng.normal(size=(players, players)), 1)
+    game = lambda c: c.astype(float) @ main + np.einsum("ki,ij,kj->k", c.astype(float), pairs, c.astype(float))  # noqa: E731
+    result = KernelSampler(game, players, budget=None, seed=1).run(pairs=20)
+    np.testing.assert_allclose(result.values, main + pairs.sum(axis=0) / 2 + pairs.sum(axis=1) / 2, atol=1e-9)
+
+
 def test_kernel_solve_on_the_complete_weighted_table_is_exact_shapley():
     # every pair (S, S̄) repeated in proportion to the Shapley kernel's weight of S: the fit with
     # size effects is then the population fit, which must equal Shapley values exactly
