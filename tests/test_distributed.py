@@ -206,6 +206,42 @@ def test_two_ranks_train_like_one_process(recipe, one_process, two_ranks):
     assert abs(predict(m1, val).logits - predict(m2, val).logits).max() < 1e-4
 
 
+def test_two_ranks_streaming_from_the_store_train_like_one_process(recipe, one_process, tmp_path):
+    # max_memory_gb tiny: the train split is read from zarr per step (StoreBatches), each rank
+    # reading the values of its own slice and the validity of the whole global batch
+    streamed = {**recipe, "train": {**recipe["train"], "max_memory_gb": 1e-6}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(streamed))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "miam_cli", "train", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_child_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _losses(tmp_path / "run") == pytest.approx(_losses(one_process), rel=REL)
+    a, b = _weights(one_process), _weights(tmp_path / "run")
+    for k in a:
+        if not k.endswith("qkv.bias"):  # see the module doc and the test above
+            torch.testing.assert_close(b[k], a[k], rtol=REL, atol=1e-5, msg=k)
+
+
+def test_a_streamed_split_reads_values_of_the_asked_rows_only(store, monkeypatch):
+    from miam_cli.data.batch import SplitTensors, StoreBatches
+    from miam_cli.store.reader import TokenStore
+
+    token_store = TokenStore(store)
+    streamed, in_memory = StoreBatches(token_store, "train"), SplitTensors(token_store, "train")
+    read = []
+    monkeypatch.setattr(token_store, "read", lambda m, idx, **kw: read.append(list(idx)) or TokenStore.read(token_store, m, idx, **kw))
+    rows = torch.tensor([5, 0, 17, 3])
+    valid = streamed.valid(rows)
+    assert read == []  # validity alone: no values read
+    for m in token_store.modalities:
+        assert torch.equal(valid[m], in_memory.valid(rows)[m])
+    half = streamed.load(rows[2:])
+    assert read and all(idx == list(streamed.indices[[17, 3]]) for idx in read)
+    for m in token_store.modalities:
+        assert torch.equal(half.values[m], in_memory.load(rows[2:]).values[m])
+    assert torch.equal(half.target, in_memory.load(rows[2:]).target)
+
+
 DRIVER = """
 import json, sys
 import torch

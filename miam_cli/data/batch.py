@@ -72,6 +72,15 @@ class SplitTensors:
     def __len__(self) -> int:
         return len(self.full)
 
+    def load(self, rows: torch.Tensor) -> Batch:
+        """The samples at split positions `rows`."""
+        return self.full.select(rows)
+
+    def valid(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Validity {m: [n, T]} of the samples at split positions `rows`."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return {m: v[rows] for m, v in self.full.valid.items()}
+
     def batches(self, batch_size: int, order: torch.Tensor | None = None):
         if order is None:
             for start in range(0, len(self), batch_size):
@@ -90,6 +99,17 @@ class StoreBatches:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def load(self, rows: torch.Tensor) -> Batch:
+        """The samples at split positions `rows`, read from zarr."""
+        return Batch.from_store(self.store, self.indices[np.asarray(rows, dtype=np.int64)], self.modalities)
+
+    def valid(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Validity {m: [n, T]} of the samples at split positions `rows`, without reading their values:
+        under DDP every rank needs the whole global batch's validity to draw its masks, but only its
+        own slice's values."""
+        idx = self.indices[np.asarray(rows, dtype=np.int64)]
+        return {m: torch.from_numpy(self.store.read_valid(m, idx)) for m in self.modalities or self.store.modalities}
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None):
         order = torch.arange(len(self)) if order is None else order

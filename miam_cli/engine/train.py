@@ -221,17 +221,18 @@ class Trainer:
 
     def _step(self, rows: torch.Tensor) -> None:
         """One global batch. Every rank draws the masks of the whole global batch with the same
-        generator and trains on its own slice, so world size N gives the same update as 1 process."""
-        batch = self._load(rows)
+        generator and trains on its own slice, so world size N gives the same update as 1 process.
+        The masks need the validity of every row of the global batch; the values of its own slice
+        are all a rank reads (a streamed store reads no other rank's values)."""
         names = self.layout.names
         p = self.strategy.sample(len(rows), self.mask_gen)
-        valid = self.layout.flatten_keep({m: batch.valid[m] for m in names})
+        valid = self.layout.flatten_keep(self.train_data.valid(rows))
         keep_flat = build_keep(p, valid, self.token_group, self.mask_gen)
         mine = dist.local_rows(len(rows), self.env)
         weight = dist.slice_weight(len(mine), len(rows), self.env)
         if len(mine) == 0:  # fewer rows than ranks: one row with weight 0 keeps every parameter in the all-reduce
             mine = torch.arange(1)
-        batch = batch.select(mine).to(self.device)
+        batch = self.train_data.load(rows[mine]).to(self.device)
         keep = {m: k.to(self.device) for m, k in self.layout.split_flat(keep_flat[mine]).items()}
         with self._autocast():
             logits = self.ddp_model({m: batch.values[m] for m in names}, keep)
@@ -247,11 +248,6 @@ class Trainer:
         self.state.global_step += 1
         self.state.loss_sum += float(loss.detach())
         self.state.p_sum = [a + float(b) for a, b in zip(self.state.p_sum, mean_mask_rate(p))]
-
-    def _load(self, rows: torch.Tensor):
-        if hasattr(self.train_data, "full"):
-            return self.train_data.full.select(rows)
-        return next(self.train_data.batches(len(rows), rows))
 
     def _autocast(self):
         if self.device.type == "cuda" and self.recipe.train.amp:

@@ -77,6 +77,13 @@ class TokenStore:
         values[~valid] = 0.0
         return values, valid
 
+    def read_valid(self, modality: str, indices: np.ndarray) -> np.ndarray:
+        """Validity bool [n, T] alone: one byte per token, without reading the values."""
+        if modality not in self.meta.modalities:
+            raise UserError(f"unknown modality {modality!r}; this store has {', '.join(self.modalities)}")
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.asarray(self.root[modality]["valid"].get_orthogonal_selection((idx, slice(None))), dtype=bool)
+
     def normalize(self, modality: str, values: np.ndarray) -> np.ndarray:
         norm = self.meta.modalities[modality].normalization
         if norm.scope == "none" or self.meta.modalities[modality].normalized_on_disk:
