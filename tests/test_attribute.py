@@ -157,6 +157,30 @@ def test_token_players_are_sampled_within_the_budget(evaluated_run, cli, tmp_pat
     assert (csv["std_error"] > 0).all() and (csv["evaluations"] == doc["evaluations"]).all()
 
 
+@pytest.mark.parametrize("sampler, budget, advice", [("kernel", 30, 66), ("permutation", 40, 68)])
+def test_a_budget_too_small_for_standard_errors_says_which_budget_would_do(evaluated_run, cli, tmp_path, sampler, budget, advice):
+    doc, err = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "token", "--exact-max", "3",
+                         "--budget", str(budget), "--max-samples", "50", "--sampler", sampler)
+    assert not np.isfinite(np.array(doc["std_errors"], dtype=float)).all()
+    assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9  # efficiency holds even so
+    assert "standard errors unknown" in err and f"--budget {advice} or more" in err
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Standard errors: **unknown**" in summary and f"--budget {advice} or more" in summary and "nan" not in summary
+    doc, err = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "token", "--exact-max", "3",
+                         "--budget", str(advice), "--max-samples", "50", "--sampler", sampler)
+    assert np.isfinite(np.array(doc["std_errors"], dtype=float)).all() and "standard errors unknown" not in err
+
+
+def test_the_kernel_fit_never_fails_on_few_pairs():
+    # one to a few pairs for 16 players: A + 11ᵀ is singular; the fit must still return efficient values
+    from miam_cli.attribution.estimators import RegressionTracker, kernel_pairs
+
+    for pairs in range(1, 12):
+        coalitions = kernel_pairs(0, 0, pairs, 16)
+        values, se = RegressionTracker(coalitions[0::2], np.random.default_rng(pairs).normal(size=(pairs, 2))).solve(1.0)
+        assert np.isfinite(values).all() and values.sum() == pytest.approx(1.0) and np.isinf(se).all()
+
+
 @pytest.mark.parametrize("sampler", ["kernel", "permutation"])
 def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run, cli, tmp_path, sampler):
     args = ("--modality", "image", "--by", "token", "--exact-max", "3", "--budget", "200", "--max-samples", "100",

@@ -497,13 +497,14 @@ class RegressionTracker:
         a = z.T @ z / (2 * n)
         b = z.T @ g / (2 * n)
         ones = np.ones((p, p))
-        values = np.linalg.solve(a + ones, b - b.mean()) + total / p
+        inv = np.linalg.pinv(a + ones)  # pinv: with too few pairs A + 11ᵀ is singular, and φ is then a least-norm fit
+        values = inv @ (b - b.mean()) + total / p
         if n < 2 or np.linalg.matrix_rank(a) < p - 1:
             return values, np.full(p, np.inf)
         residuals = g - z @ values  # z̃ rows sum to 0: the constant total/P drops out
         scores = 0.5 * (z[:n] * residuals[:n, None] + z[n:] * residuals[n:, None])
         scores -= scores.mean(axis=0)
-        spread = (np.linalg.inv(a + ones) - ones / p**2) @ scores.T  # [P, n]; A⁺ on the complement of 1
+        spread = (inv - ones / p**2) @ scores.T  # [P, n]; A⁺ on the complement of 1
         return values, np.sqrt((spread**2).sum(axis=1) / (n - 1) / n)
 
     def to_dict(self) -> dict:

@@ -19,7 +19,7 @@ from miam_cli.attribution.estimators import (
     shapley_from_subset_values,
 )
 from miam_cli.attribution.games import ModelGame, Players, axis_players, modality_players, parse_target
-from miam_cli.attribution.report import efficiency_check, markdown_summary, write_report
+from miam_cli.attribution.report import efficiency_check, markdown_summary, too_few_coalitions, write_report
 from miam_cli.errors import UserError
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.run import LoadedRun, open_run
@@ -122,6 +122,8 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
     result = estimate(game, players, req, reuse)
+    if not np.isfinite(result.std_errors).all() and (req.shard is None or req.shard[1] == 1):
+        log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
             "players": players.axis, "modality": players.modality, "samples": len(game.batch), "warning": warning,
             "reused_eval_subsets": reuse is not None}
