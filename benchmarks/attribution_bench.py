@@ -1,6 +1,6 @@
 """miam's Shapley samplers against captum's ShapleyValueSampling at equal cost.
 
-miam's default sampler is paired KernelSHAP (`KernelSampler`); its antithetic permutation sampler
+miam's default sampler is paired KernelSHAP with coalition-size effects (`KernelSampler`); its antithetic permutation sampler
 (`PermutationSampler`, `--sampler permutation`) is measured beside it.
 
 Games: a fixed random MLP over 14 groups of 3 input features, scored over a batch of 64 inputs
