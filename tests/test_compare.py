@@ -119,3 +119,23 @@ def test_ablations_of_one_strategy_get_their_own_rows(runs, cli, tmp_path):
     k30 = rows["miam (masking.kappa=30.0)"]
     assert k30["tabular"]["mean"] == pytest.approx(auc(runs["miam-k30"], "tabular"), abs=1e-12)
     assert rows["uniform"]["tabular"]["std"] is not None  # two seeds, one row
+
+
+def test_compare_on_the_validation_split(runs, cli, tmp_path):
+    # choosing a setting without the test split: eval-subsets --split val, then compare --split val
+    import shutil
+
+    copies = [shutil.copytree(runs[k], tmp_path / k) for k in ("miam", "uniform")]
+    for run in copies:
+        code, _, err = cli("eval-subsets", run, "--device", "cpu", "--split", "val")
+        assert code == 0, err
+    code, out, err = cli("compare", *copies, "--split", "val", "--out", tmp_path / "cmp", "--json")
+    assert code == 0, err
+    rows = {r["strategy"]: r for r in json.loads(out)["rows"]}
+    table = pd.read_csv(copies[0] / "eval" / "subsets.csv")
+    val = table[table["split"] == "val"].set_index("subset")["auc"]
+    assert rows["miam"]["image"]["mean"] == pytest.approx(float(val["image"]), abs=1e-12)
+    assert set(table["split"]) == {"test", "val"}  # the test rows are kept beside the val rows
+    assert rows["miam"]["image"]["mean"] != pytest.approx(auc(runs["miam"], "image"), abs=1e-12)
+    code, out, err = cli("compare", runs["miam"], "--split", "val", "--out", tmp_path / "cmp2")
+    assert code == 2 and "no rows for split 'val'" in err and "Traceback" not in err

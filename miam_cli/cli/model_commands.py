@@ -125,6 +125,7 @@ def compare_cmd(
     run_dirs: List[Path] = typer.Argument(..., help="Run dirs, each with eval/subsets.csv"),
     subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="Only these columns (subset labels)"),
     metric: Optional[str] = typer.Option(None, help="Metric column [default: auc or top1]"),
+    split: str = typer.Option("test", help="Rows of eval/subsets.csv from this split (val: to choose settings without the test split)"),
     out_dir: Path = typer.Option(Path("compare"), "--out", help="Where compare.csv and compare.md go"),
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
@@ -134,7 +135,7 @@ def compare_cmd(
     """
     from miam_cli.evaluate.compare import best_per_column, compare_runs, format_cell, wide_table, write_compare
 
-    agg = compare_runs(run_dirs, subsets, metric)
+    agg = compare_runs(run_dirs, subsets, metric, split)
     csv_path, md_path = write_compare(agg, out_dir)
     log(f"wrote {csv_path} and {md_path}")
     mean, std, columns = wide_table(agg)
