@@ -125,7 +125,8 @@ def lambda_on_validation(runs_dir: Path, selectors: list[str], seeds: int, test_
         val = [subset_average(runs_dir / f"{name}-s{s}", "val", selectors) for s in range(seeds)]
         test = [subset_average(runs_dir / f"{name}-s{s}", "test", selectors) for s in range(seeds)]
         val_avg[lam] = float(np.mean([v[0] for v in val]))
-        rows.append(f"| {lam:g} | {100 * val_avg[lam]:.1f} ± {100 * np.std([v[0] for v in val], ddof=1):.1f} | "
+        spread = f" ± {100 * np.std([v[0] for v in val], ddof=1):.1f}" if seeds > 1 else ""
+        rows.append(f"| {lam:g} | {100 * val_avg[lam]:.1f}{spread} | "
                     f"{100 * np.mean([t[0] for t in test]):.1f} | {100 * np.mean([t[1] for t in test]):.1f} |")
     chosen = max(val_avg, key=val_avg.get)
     test = [subset_average(runs_dir / f"{LAMBDA_RUNS[chosen]}-s{s}", "test", selectors) for s in range(seeds)]
