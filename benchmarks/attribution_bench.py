@@ -18,8 +18,9 @@ Model games: a miam model (d_model 32, MIAM masking) trained on the tiny planted
 (`miam_cli.synth.tokens`), players = its 16 image tokens (4 bands x 4 patches, other modalities
 masked), with the two targets of `miam attribute`: `global` (test macro AUC, a step function of the
 logits) and `class` (mean predicted probability of class 0). Their 2^16 coalition values are
-computed once with `ModelGame` and looked up, so every estimator sees exactly the model's values
-while the sampling runs stay cheap (the time columns are then estimator overhead only).
+computed once with `ModelGame` (minutes; kept in build/bench-cache/ until miam's code changes) and
+looked up, so every estimator sees exactly the model's values while the sampling runs stay cheap
+(the time columns are then estimator overhead only).
 
     python benchmarks/attribution_bench.py
 """
@@ -35,6 +36,8 @@ import torch
 from captum.attr import ShapleyValueSampling
 
 from miam_cli.attribution.estimators import KernelSampler, PermutationSampler, exact_shapley
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PLAYERS, FEATURES_PER_PLAYER, INPUTS = 14, 3, 64
 BUDGETS = (256, 1024, 4096)
@@ -118,8 +121,20 @@ def score_method(method, value_fn, players, truth, budget):
     return float(np.sqrt(np.mean(errors))), float(np.mean(evals)), seconds
 
 
-def model_games(work: Path):
-    """(description, lookup value_fn, players) for a tiny trained miam model's 16 image tokens."""
+def source_digest() -> str:
+    """Hash of miam's source and the torch version: cached model games are reused only while neither changed."""
+    import hashlib
+
+    import miam_cli
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(miam_cli.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def model_tables(work: Path) -> dict[str, np.ndarray]:
+    """All 2^16 coalition values of a tiny trained miam model's 16 image tokens, for both targets."""
     from miam_cli.attribution.estimators import all_coalitions
     from miam_cli.attribution.games import ModelGame, axis_players, parse_target
     from miam_cli.engine.recipe import validate_recipe
@@ -132,15 +147,30 @@ def model_games(work: Path):
                     out=work / "run", log=lambda *_: None)
     run = open_run(run_dir)
     players = axis_players(run, "image", "token", "none")
+    return {target: ModelGame(run, players, parse_target(run, target))(all_coalitions(len(players.names)))
+            for target in ("global", "0")}
+
+
+def model_games(cache_dir: Path):
+    """(description, lookup value_fn, players) per target. The tables take minutes (2 x 65,536 model
+    evaluations), so they are kept under build/ keyed by `source_digest` and recomputed after any
+    change to miam's code."""
+    path = cache_dir / f"attribution-model-games-{source_digest()}.npz"
+    start = time.perf_counter()
+    if path.exists():
+        tables, origin = dict(np.load(path)), f"read from {path.relative_to(ROOT)}"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            tables = model_tables(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **tables)
+        origin = f"computed in {time.perf_counter() - start:.0f} s, cached in {path.relative_to(ROOT)}"
     games = []
-    for target in ("global", "0"):
-        game = ModelGame(run, players, parse_target(run, target))
-        start = time.perf_counter()
-        table = game(all_coalitions(len(players.names)))
-        bits = 1 << np.arange(len(players.names))
-        lookup = (lambda tab: lambda coalitions: tab[np.asarray(coalitions, dtype=np.int64) @ bits])(table)
+    for target, table in tables.items():
+        players = int(np.log2(len(table)))
+        lookup = (lambda tab, bits: lambda coalitions: tab[np.asarray(coalitions, dtype=np.int64) @ bits])(table, 1 << np.arange(players))
         games.append((f"miam model, image tokens, target={'global (AUC)' if target == 'global' else 'class 0'}; "
-                      f"2^{len(players.names)} values in {time.perf_counter() - start:.0f} s", lookup, len(players.names)))
+                      f"2^{players} values {origin}", lookup, players))
     return games
 
 
@@ -172,8 +202,7 @@ def main() -> None:
     for target, gain in GAMES:
         value_fn, logit_sd = make_value_fn(target, gain)
         games.append((f"random MLP, target={target}, logit sd {logit_sd:.2f}", value_fn, PLAYERS))
-    with tempfile.TemporaryDirectory() as tmp:
-        games += model_games(Path(tmp))
+    games += model_games(ROOT / "build" / "bench-cache")
     ratios = [r for game in games for r in bench_game(*game)]
     met = sum(r <= 0.5 for r in ratios)
     print(f"\nratio = miam RMSE / captum RMSE; miam's default sampler (kernel) meets the target <= 0.5 in "
