@@ -120,17 +120,16 @@ def subset_average(run: Path, split: str, selectors: list[str]) -> tuple[float, 
 
 def lambda_on_validation(runs_dir: Path, selectors: list[str], seeds: int, test_mean: pd.DataFrame) -> list[str]:
     """Choose λ on the validation split's average over subsets; report the choice's test numbers."""
-    rows, val_avg = [], {}
+    rows, val_avg, test_avg = [], {}, {}
     for lam, name in LAMBDA_RUNS.items():
         val = [subset_average(runs_dir / f"{name}-s{s}", "val", selectors) for s in range(seeds)]
         test = [subset_average(runs_dir / f"{name}-s{s}", "test", selectors) for s in range(seeds)]
         val_avg[lam] = float(np.mean([v[0] for v in val]))
+        test_avg[lam] = np.mean(test, axis=0)  # (average over subsets, sentinel2 alone)
         spread = f" ± {100 * np.std([v[0] for v in val], ddof=1):.1f}" if seeds > 1 else ""
-        rows.append(f"| {lam:g} | {100 * val_avg[lam]:.1f}{spread} | "
-                    f"{100 * np.mean([t[0] for t in test]):.1f} | {100 * np.mean([t[1] for t in test]):.1f} |")
+        rows.append(f"| {lam:g} | {100 * val_avg[lam]:.1f}{spread} | {100 * test_avg[lam][0]:.1f} | {100 * test_avg[lam][1]:.1f} |")
     chosen = max(val_avg, key=val_avg.get)
-    test = [subset_average(runs_dir / f"{LAMBDA_RUNS[chosen]}-s{s}", "test", selectors) for s in range(seeds)]
-    avg, s2 = np.mean([t[0] for t in test]), np.mean([t[1] for t in test])
+    avg, s2 = test_avg[chosen]
     baselines = test_mean["average"].drop(index=["oracle", "miam"], errors="ignore")
     gap = test_mean.loc["oracle", "sentinel2"] - test_mean.loc["uniform", "sentinel2"]
     closed = (s2 - test_mean.loc["uniform", "sentinel2"]) / gap

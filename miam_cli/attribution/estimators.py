@@ -321,6 +321,20 @@ def pair_samples(perms: np.ndarray, prefix_values: np.ndarray) -> np.ndarray:
     return marginal.reshape(-1, 2, perms.shape[1]).mean(axis=1)
 
 
+# Per sampler (``ShapleyResult.method``): coalition evaluations per sampling unit (a kernel pair, or
+# an antithetic pair of permutations with its own ∅ and full set), the fixed cost of a run (the
+# kernel's v(∅) and v(all)), and the units it takes before every standard error is finite (the kernel
+# fit needs about 2P pairs to tell P players apart; a sample variance needs two pairs).
+UNIT_COST = {"kernel": lambda p: 2, "permutation": lambda p: 2 * (p + 1)}
+FIXED_COST = {"kernel": 2, "permutation": 0}
+UNITS_FOR_ERRORS = {"kernel": lambda p: 2 * p, "permutation": lambda p: 2}
+
+
+def budget_for_errors(method: str, num_players: int) -> int:
+    """Coalition evaluations after which a sampler's standard errors are usually all finite."""
+    return FIXED_COST[method] + UNITS_FOR_ERRORS[method](num_players) * UNIT_COST[method](num_players)
+
+
 def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys: list[bytes], rows_per_pair: int) -> int:
     """How many leading pairs of a batch (``rows_per_pair`` coalition keys each) fit in what is left
     of ``budget`` since the cache stood at ``start`` evaluations; cached or repeated coalitions are free."""

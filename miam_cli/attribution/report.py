@@ -19,7 +19,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from miam_cli.store.atomic import atomic_write_bytes, json_default
-from miam_cli.attribution.estimators import ShapleyResult
+from miam_cli.attribution.estimators import ShapleyResult, budget_for_errors
 
 KINDS = ("bars", "line", "heatmap")
 METHOD_NAMES = {"exact": "exact (all coalitions)", "permutation": "antithetic permutation sampling",
@@ -94,8 +94,7 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
         ) + ".",
         f"- Efficiency: Σφ = {check['sum_phi']:.6g}, v(all) − v(none) = "
         f"{check['v_all_minus_v_none']:.6g}, gap {check['gap']:.2g} ({'ok' if check['ok'] else 'FAILED'}).",
-        f"- Standard errors: largest {finite.max() if finite.size else float('nan'):.3g}, "
-        f"median {np.median(finite) if finite.size else float('nan'):.3g}." if finite.size == len(result.players)
+        f"- Standard errors: largest {finite.max():.3g}, median {np.median(finite):.3g}." if finite.size == len(result.players)
         else f"- Standard errors: **unknown**. {too_few_coalitions(result)}",
     ]
     if image:
@@ -106,11 +105,9 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
 def too_few_coalitions(result: ShapleyResult) -> str:
     """Why some standard errors are infinite, and what budget cures it."""
     p = len(result.players)
-    if result.method == "kernel":  # the fit needs about 2P pairs (4P + 2 evaluations) to determine every player
-        return (f"{result.evaluations:,} coalition evaluations cannot tell the {p} players apart, so the values "
-                f"are a least-norm fit; rerun with --budget {4 * p + 2} or more.")
-    # a standard error needs two antithetic pairs, up to 2(P + 1) evaluations each
-    return f"{result.evaluations:,} coalition evaluations buy fewer than two sample pairs; rerun with --budget {4 * (p + 1)} or more."
+    why = (f"cannot tell the {p} players apart, so the values are a least-norm fit" if result.method == "kernel"
+           else "buy fewer than two sample pairs")
+    return f"{result.evaluations:,} coalition evaluations {why}; rerun with --budget {budget_for_errors(result.method, p)} or more."
 
 
 def _pm(value: float, se: float) -> str:

@@ -11,6 +11,8 @@ import pandas as pd
 
 from miam_cli.attribution.estimators import (
     EXACT_MAX_PLAYERS,
+    FIXED_COST,
+    UNIT_COST,
     KernelSampler,
     PermutationSampler,
     ShapleyResult,
@@ -44,11 +46,12 @@ class AttributionRequest:
     shard: tuple[int, int] | None = None
     sampler: str = "kernel"  # above exact_max players: paired KernelSHAP, or antithetic permutations
 
+    @property
+    def sharded(self) -> bool:
+        """One shard of several (``--shard I/N`` with N > 1): a slice of the sampling, no report."""
+        return self.shard is not None and self.shard[1] > 1
+
 SAMPLERS = {"kernel": KernelSampler, "permutation": PermutationSampler}
-# coalition evaluations per sampling unit (a kernel pair, or an antithetic pair of permutations with
-# its own ∅ and full set), and the fixed cost of a run (the kernel's v(∅) and v(all))
-UNIT_COST = {"kernel": lambda p: 2, "permutation": lambda p: 2 * (p + 1)}
-FIXED_COST = {"kernel": 2, "permutation": 0}
 
 
 def default_axis(run: LoadedRun, modality: str) -> str:
@@ -101,7 +104,7 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     if req.sampler not in SAMPLERS:
         raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
-    if req.shard is None or req.shard[1] == 1:
+    if not req.sharded:
         return sampler.run()
     i, n = req.shard
     pairs = max(1, (req.budget // n - FIXED_COST[req.sampler]) // UNIT_COST[req.sampler](P))  # at most budget / n each
@@ -117,17 +120,17 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     warning = coverage_warning(run, players)
     if warning:
         log(f"warning: {warning}")
-    if req.shard is not None and req.shard[1] > 1 and len(players.names) <= req.exact_max:
+    if req.sharded and len(players.names) <= req.exact_max:
         raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
     result = estimate(game, players, req, reuse)
-    if not np.isfinite(result.std_errors).all() and (req.shard is None or req.shard[1] == 1):
+    if not np.isfinite(result.std_errors).all() and not req.sharded:
         log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
             "players": players.axis, "modality": players.modality, "samples": len(game.batch), "warning": warning,
             "reused_eval_subsets": reuse is not None}
-    if req.shard is not None and req.shard[1] > 1:
+    if req.sharded:
         path = out / "shards" / f"{stem}-{req.shard[0]:03d}-of-{req.shard[1]:03d}.json"
         atomic_write_json(path, {"meta": meta, "result": result.to_dict()})
         return {"shard_file": str(path), "result": result, "meta": meta}

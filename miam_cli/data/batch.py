@@ -87,7 +87,7 @@ class SplitTensors:
                 yield self.full.select(slice(start, start + batch_size))
             return
         for start in range(0, len(order), batch_size):
-            yield self.full.select(order[start : start + batch_size])
+            yield self.load(order[start : start + batch_size])
 
 
 class StoreBatches:
@@ -114,8 +114,7 @@ class StoreBatches:
     def batches(self, batch_size: int, order: torch.Tensor | None = None):
         order = torch.arange(len(self)) if order is None else order
         for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size].numpy()
-            yield Batch.from_store(self.store, self.indices[rows], self.modalities)
+            yield self.load(order[start : start + batch_size])
 
 
 def load_split(store: TokenStore, split: str, modalities: list[str] | None = None, max_bytes: int = 4 << 30):

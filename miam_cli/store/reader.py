@@ -66,12 +66,9 @@ class TokenStore:
 
     def read(self, modality: str, indices: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Values float32 [n, T, F] (normalised, invalid tokens = 0) and validity bool [n, T]."""
-        if modality not in self.meta.modalities:
-            raise UserError(f"unknown modality {modality!r}; this store has {', '.join(self.modalities)}")
+        valid = self.read_valid(modality, indices)  # checks the modality name first
         idx = np.asarray(indices, dtype=np.int64)
-        group = self.root[modality]
-        values = np.asarray(group["values"].get_orthogonal_selection((idx, slice(None), slice(None))), dtype=np.float32)
-        valid = np.asarray(group["valid"].get_orthogonal_selection((idx, slice(None))), dtype=bool)
+        values = np.asarray(self.root[modality]["values"].get_orthogonal_selection((idx, slice(None), slice(None))), dtype=np.float32)
         if normalize:
             values = self.normalize(modality, values)
         values[~valid] = 0.0
