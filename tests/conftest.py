@@ -12,12 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from miam_cli import threads
 from miam_cli.cli.main import main
 from miam_cli.engine.recipe import validate_recipe
 from miam_cli.engine.train import train
 from miam_cli.synth.tokens import make_token_store
 
-# Tiny models train several times faster on one thread than on two contended ones (2 shared cores).
+# Tiny models train several times faster on one thread than on two contended ones (2 shared cores):
+# the process's thread plan is one thread, whatever the environment (library calls such as train()
+# keep it; a test that wants more asks for it, e.g. with train.threads).
+threads.configure(1)
 TINY_MODEL = {"d_model": 32}
 TINY_TRAIN = {"epochs": 4, "batch_size": 128}
 

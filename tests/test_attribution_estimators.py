@@ -16,10 +16,12 @@ from miam_cli.attribution.estimators import (
     PermutationSampler,
     RegressionTracker,
     ShapleyResult,
+    Tolerance,
     TooManyPlayersError,
     all_coalitions,
     exact_shapley,
     merge,
+    next_batch,
     shapley_from_subset_values,
 )
 from miam_cli.attribution.report import write_report
@@ -299,9 +301,9 @@ def test_kernel_respects_the_budget_and_stops_when_converged():
     assert len(recorder.rows) == len(set(recorder.rows)) == result.evaluations <= 300
     weights = np.linspace(-1, 1, 20)
     converged = KernelSampler(additive_game(weights), 20, budget=10**6, batch_pairs=8).run()
-    # P = 20 pairs first, in batches of 8; at 24 the size effects (one per size drawn) leave the fit
-    # rank-deficient, so standard errors are infinite and sampling goes on to 32
-    assert converged.converged and converged.tracker.count == 32
+    # in batches of 8 up to 2P = 40 pairs: before that a fit with one effect per size drawn is too
+    # close to saturated for its standard errors to be trusted
+    assert converged.converged and converged.tracker.count == 40
     with pytest.raises(ValueError, match="budget"):
         KernelSampler(interaction_game(12), 12, budget=3).run()
 
@@ -384,3 +386,56 @@ def test_report_refuses_bad_patch_names(tmp_path):
     result = exact_shapley(additive_game(np.ones(2)), 2, player_names=["a", "b"])
     with pytest.raises(ValueError, match="r<row>c<col>"):
         write_report(result, tmp_path, "p", "heatmap", grid=(1, 2))
+
+
+# --- stopping rule -------------------------------------------------------------------------------
+
+
+def test_tolerance_in_game_units_or_relative_to_the_total():
+    assert Tolerance.of("0.002") == Tolerance(0.002) == Tolerance.of(0.002)
+    rel = Tolerance.of("5%")
+    assert rel.relative and rel.threshold(0.51, 0.5) == pytest.approx(0.0005)
+    assert rel.threshold(0.49, 0.5) == pytest.approx(0.0005)  # |v(all) - v(none)|: a negative total counts too
+    assert str(rel) == "5% of |v(all) - v(none)|" and str(Tolerance(0.001)) == "0.001"
+    errors = np.array([0.0004, 0.0009])
+    assert Tolerance(0.001).met(errors, 0.5, 0.5) and not Tolerance(0.0005).met(errors, 0.5, 0.5)
+    assert not Tolerance(0.001).met(np.array([0.0001, np.inf]), 1, 0)  # an unknown error is never small
+    assert not Tolerance(0).met(np.zeros(2), 1, 0)  # zero: only the budget stops
+    for bad in ("fast", "-1", "x%"):
+        with pytest.raises(UserError, match="--tolerance"):
+            Tolerance.of(bad)
+
+
+@pytest.mark.parametrize("sampler", [KernelSampler, PermutationSampler])
+def test_tiny_values_stop_at_an_absolute_tolerance(sampler):
+    """Values of ~1e-3 (a Landsat year beside the other modalities): an absolute tolerance stops early,
+    where a rule relative to their own spread ran to the budget."""
+    game = interaction_game(12, seed=3)
+    tiny = lambda c: 1e-3 * game(c)  # noqa: E731
+    spent = sampler(tiny, 12, budget=3000, tolerance=5e-5, seed=0).run()
+    assert spent.converged and spent.std_errors.max() <= 5e-5 and spent.evaluations < 1000
+    strict = sampler(tiny, 12, budget=3000, tolerance=spent.std_errors.max() / 2, seed=0).run()
+    assert strict.evaluations > spent.evaluations and strict.std_errors.max() <= spent.std_errors.max() / 2
+    relative = sampler(tiny, 12, budget=3000, tolerance="20%", seed=0).run()  # v(all) - v(none) is ~1.4e-4 here
+    assert relative.converged and relative.std_errors.max() <= 0.2 * abs(relative.v_all - relative.v_none)
+
+
+def test_batches_grow_geometrically_so_the_rule_is_checked_early():
+    sizes, count = [], 0
+    while count < 200:
+        sizes.append(next_batch(count, 21, 256, None))
+        count += sizes[-1]
+    assert sizes[:3] == [21, 10, 15] and all(b <= 256 for b in sizes)
+    assert all(b <= max(21, c // 2) for b, c in zip(sizes[1:], np.cumsum(sizes)))  # overshoot at most half the spent
+    assert next_batch(30, 21, 8, pairs=34) == 4  # shards: what is left of their pairs
+
+
+def test_samplers_report_progress_after_every_batch():
+    calls = []
+    KernelSampler(interaction_game(10), 10, budget=400, tolerance=0, progress=lambda *a: calls.append(a)).run()
+    evaluations = [c[0] for c in calls]
+    assert evaluations == sorted(evaluations) and evaluations[-1] <= 400 and all(c[1] == 400 for c in calls)
+    assert len(calls) > 3 and all(c[2] is not None and c[2] > 0 for c in calls)  # the first batch is 2P pairs: errors known
+    calls.clear()
+    PermutationSampler(interaction_game(10), 10, budget=400, tolerance=0, progress=lambda *a: calls.append(a)).run()
+    assert calls and calls[-1][0] <= 400 and calls[-1][2] > 0

@@ -53,15 +53,12 @@ def test_same_seed_same_weights_with_two_threads(store, tmp_path):
     # with 2 threads some CPU backward kernels accumulate in a thread-dependent order unless torch's
     # deterministic mode is on (train() turns it on for CPU runs, and restores it afterwards)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        # batch 256 x d_model 128: tensors above torch's parallel grain size, so both threads work
-        recipe = validate_recipe({"store": str(store), "model": {"d_model": 128}, "train": {"epochs": 2, "batch_size": 256}})
-        runs = [_weights(train(recipe, tmp_path / f"r{i}", log=lambda *_: None)) for i in range(3)]
-    finally:
-        torch.set_num_threads(threads)
+    # batch 256 x d_model 128: tensors above torch's parallel grain size, so both threads work
+    recipe = validate_recipe({"store": str(store), "model": {"d_model": 128}, "train": {"epochs": 2, "batch_size": 256, "threads": 2}})
+    runs = [_weights(train(recipe, tmp_path / f"r{i}", log=lambda *_: None)) for i in range(3)]
     assert all(torch.equal(runs[0][k], other[k]) for other in runs[1:] for k in runs[0])
     assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads  # train.threads applied for the run only
 
 
 def test_training_beats_a_constant_predictor(store, tmp_path):

@@ -38,6 +38,45 @@ class TooManyPlayersError(UserError, ValueError):
     """Exact Shapley was asked for more players than enumeration can afford."""
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """When sampling stops early: once the largest standard error is at most ``value`` in the game's
+    own units (AUC, top-1, minus the loss, a probability), or with ``relative``, at most ``value`` ×
+    |v(all) − v(none)|, the total the players share. A threshold in units works whatever the size of
+    the values (a Landsat year beside the other modalities moves AUC by ~1e-3, and a threshold tied
+    to the spread of such values was never met); the relative one compares errors with what there
+    is to share. Zero never stops early: the budget decides."""
+
+    value: float
+    relative: bool = False
+
+    @classmethod
+    def of(cls, tolerance: float | str | Tolerance) -> Tolerance:
+        """A Tolerance from itself, a number (game units) or text: ``0.002`` or ``5%`` (relative)."""
+        if isinstance(tolerance, Tolerance):
+            return tolerance
+        text = str(tolerance).strip()
+        relative = text.endswith("%")
+        try:
+            value = float(text[:-1]) / 100 if relative else float(text)
+        except ValueError:
+            raise UserError(f"--tolerance {text!r}: expected a number in the target's units (0.002) or a percentage of "
+                            "|v(all) - v(none)| (5%)") from None
+        if not value >= 0:
+            raise UserError(f"--tolerance {text!r}: must be 0 or more")
+        return cls(value, relative)
+
+    def threshold(self, v_all: float, v_none: float) -> float:
+        return self.value * abs(v_all - v_none) if self.relative else self.value
+
+    def met(self, std_errors: np.ndarray, v_all: float, v_none: float) -> bool:
+        return (self.value > 0 and bool(np.isfinite(std_errors).all())
+                and float(std_errors.max()) <= self.threshold(v_all, v_none))
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:g}% of |v(all) - v(none)|" if self.relative else f"{self.value:g}"
+
+
 class CoalitionCache:
     """Wraps a value function: batches the coalitions it has not seen yet into one call and
     remembers every value, keyed by the coalition's packed bits."""
@@ -132,9 +171,8 @@ class ConvergenceTracker:
             return np.full_like(self.mean, np.inf)
         return np.sqrt(self.m2 / (self.count - 1) / self.count)
 
-    def converged(self, tolerance: float, min_count: int) -> bool:
-        """Largest standard error below ``tolerance`` times the spread of the estimates."""
-        return self.count >= max(min_count, 2) and _converged(self.mean, self.std_errors, tolerance)
+    def converged(self, tolerance: Tolerance, min_count: int, v_all: float, v_none: float) -> bool:
+        return self.count >= max(min_count, 2) and tolerance.met(self.std_errors, v_all, v_none)
 
     def to_dict(self) -> dict:
         return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
@@ -350,12 +388,31 @@ def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys
     return num_pairs
 
 
+# progress(evaluations spent, budget or None, largest standard error or None while unknown)
+SamplingProgress = Callable[[int, "int | None", "float | None"], None]
+
+
+def _report(progress: SamplingProgress | None, evaluations: int, budget: int | None, std_errors: np.ndarray) -> None:
+    if progress is not None:
+        largest = float(std_errors.max()) if len(std_errors) and np.isfinite(std_errors).all() else None
+        progress(evaluations, budget, largest)
+
+
+def next_batch(count: int, min_pairs: int, batch_pairs: int, pairs: int | None) -> int:
+    """Pairs to draw next: ``min_pairs`` first, then half as many as there are (so the stopping rule
+    is checked after 1, 1.5, 2.25 ... times the minimum, and never overshoots it by more than half
+    what was spent), at most ``batch_pairs`` per call; with ``pairs`` asked for (shards), what is left."""
+    if pairs is not None:
+        return min(batch_pairs, pairs - count)
+    return max(1, min(batch_pairs, max(min_pairs - count, count // 2)))
+
+
 class PermutationSampler:
     """Antithetic permutation sampling of Shapley values.
 
     Each draw is a permutation π and its reverse; the P+1 prefix coalitions of a whole batch of
     pairs go to the value function in one call. Sampling stops when the largest standard error
-    is at most ``tolerance`` × (max φ − min φ) (after ``min_pairs`` pairs), when the next pair
+    meets ``tolerance`` (a ``Tolerance``; a number is in the game's units) after ``min_pairs`` pairs, when the next pair
     would exceed ``budget`` coalition evaluations, or after ``pairs`` pairs when those are asked
     for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
     asked for, the exact values come from the cache at no further cost.
@@ -366,11 +423,12 @@ class PermutationSampler:
         value_fn: ValueFn | CoalitionCache,
         num_players: int,
         budget: int | None,
-        tolerance: float = 0.01,
+        tolerance: float | Tolerance = 0.001,
         batch_permutations: int = 64,
         seed: int = 0,
         player_names: Sequence[str] | None = None,
         min_pairs: int = 8,
+        progress: SamplingProgress | None = None,
     ):
         if num_players < 1:
             raise ValueError("permutation sampling needs at least one player")
@@ -379,11 +437,12 @@ class PermutationSampler:
         self.cache = _as_cache(value_fn, num_players)
         self.num_players = num_players
         self.budget = budget
-        self.tolerance = tolerance
+        self.tolerance = Tolerance.of(tolerance)
         self.batch_pairs = batch_permutations // 2
         self.seed = seed
         self.players = _player_names(player_names, num_players)
         self.min_pairs = min_pairs
+        self.progress = progress
 
     def run(self, pairs: int | None = None, seed: int | None = None, first_pair: int = 0) -> ShapleyResult:
         """Sample pairs ``first_pair, first_pair+1, ...`` of the stream ``seed``.
@@ -397,7 +456,7 @@ class PermutationSampler:
         tracker = ConvergenceTracker.empty(self.num_players)
         start = self.cache.evaluations
         while pairs is None or tracker.count < pairs:
-            wanted = self.batch_pairs if pairs is None else min(self.batch_pairs, pairs - tracker.count)
+            wanted = next_batch(tracker.count, self.min_pairs, self.batch_pairs, pairs)
             perms = antithetic_permutations(seed, first_pair + tracker.count, wanted, self.num_players)
             coalitions = prefix_coalitions(perms).reshape(-1, self.num_players)
             keys = self.cache.keys(coalitions)
@@ -407,12 +466,13 @@ class PermutationSampler:
                 prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
                 perms = perms[: 2 * affordable]
                 tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
+                _report(self.progress, self.cache.evaluations - start, self.budget, tracker.std_errors)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
                 return _exact_result(self.cache.values(all_coalitions(self.num_players)),
                                      self.players, self.cache.evaluations - start)
-            if pairs is None and tracker.converged(self.tolerance, self.min_pairs):
+            if pairs is None and tracker.converged(self.tolerance, self.min_pairs, *self._ends()):
                 break
         if tracker.count == 0:
             raise ValueError(
@@ -424,13 +484,17 @@ class PermutationSampler:
     def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
         return affordable_pairs(self.cache, self.budget, start, keys, 2 * (self.num_players + 1))
 
+    def _ends(self) -> tuple[float, float]:
+        """v(all), v(none): every permutation's first and last prefix, so cached after the first pair."""
+        v_none, v_all = self.cache.values(np.stack([np.zeros(self.num_players, bool), np.ones(self.num_players, bool)]))
+        return float(v_all), float(v_none)
+
     def _result(self, tracker: ConvergenceTracker, evaluations: int) -> ShapleyResult:
-        empty, full = np.zeros((1, self.num_players), bool), np.ones((1, self.num_players), bool)
+        v_all, v_none = self._ends()
         return ShapleyResult(
             players=self.players, values=tracker.mean.copy(), std_errors=tracker.std_errors,
-            evaluations=evaluations,
-            v_all=float(self.cache.values(full)[0]), v_none=float(self.cache.values(empty)[0]),
-            method="permutation", converged=tracker.converged(self.tolerance, self.min_pairs),
+            evaluations=evaluations, v_all=v_all, v_none=v_none,
+            method="permutation", converged=tracker.converged(self.tolerance, self.min_pairs, v_all, v_none),
             tracker=tracker,
         )
 
@@ -542,11 +606,6 @@ def _within_size_deviations(z: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, n
     return z - z_means[sizes] / counts, g - g_means[sizes] / counts[:, 0]
 
 
-def _converged(values: np.ndarray, std_errors: np.ndarray, tolerance: float) -> bool:
-    """Largest standard error below ``tolerance`` times the spread of the estimates."""
-    return bool(np.isfinite(std_errors).all()) and float(std_errors.max()) <= tolerance * float(values.max() - values.min())
-
-
 class KernelSampler:
     """Paired KernelSHAP with an online standard error.
 
@@ -562,22 +621,26 @@ class KernelSampler:
         value_fn: ValueFn | CoalitionCache,
         num_players: int,
         budget: int | None,
-        tolerance: float = 0.01,
+        tolerance: float | Tolerance = 0.001,
         batch_pairs: int = 256,
         seed: int = 0,
         player_names: Sequence[str] | None = None,
         min_pairs: int = 8,
+        progress: SamplingProgress | None = None,
     ):
         if num_players < 2:
             raise ValueError("KernelSHAP needs at least two players (one player's value is v(all) − v(none))")
         self.cache = _as_cache(value_fn, num_players)
         self.num_players = num_players
         self.budget = budget
-        self.tolerance = tolerance
+        self.tolerance = Tolerance.of(tolerance)
         self.batch_pairs = batch_pairs
         self.seed = seed
         self.players = _player_names(player_names, num_players)
-        self.min_pairs = max(min_pairs, num_players)
+        # the sandwich errors of a nearly saturated fit are too small (measured: the largest error 3x
+        # the largest reported SE at 2P pairs, 2x from 3P on); no stop on them before 2P pairs
+        self.min_pairs = max(min_pairs, UNITS_FOR_ERRORS["kernel"](num_players))
+        self.progress = progress
 
     def run(self, pairs: int | None = None, seed: int | None = None, first_pair: int = 0) -> ShapleyResult:
         """Sample pairs ``first_pair, first_pair+1, ...`` of the stream ``seed`` (``pairs`` as in
@@ -592,22 +655,26 @@ class KernelSampler:
         v_none, v_all = self.cache.values(ends)
         tracker = RegressionTracker.empty(self.num_players)
         while pairs is None or tracker.count < pairs:
-            wanted = self.batch_pairs if pairs is None else min(self.batch_pairs, pairs - tracker.count)
+            wanted = next_batch(tracker.count, self.min_pairs, self.batch_pairs, pairs)
             coalitions = kernel_pairs(seed, first_pair + tracker.count, wanted, self.num_players)
             keys = self.cache.keys(coalitions)
             affordable = self._affordable_pairs(keys, start)
+            std_errors = None
             if affordable:
                 rows = 2 * affordable
                 gains = self.cache.values(coalitions[:rows], keys[:rows]) - v_none
                 tracker.update(coalitions[:rows], gains)
+                # the solve costs more than the sampling at large budgets: only when someone reads it
+                if self.progress is not None or (pairs is None and self.tolerance.value > 0 and tracker.count >= self.min_pairs):
+                    std_errors = tracker.solve(v_all - v_none)[1]
+                    _report(self.progress, self.cache.evaluations - start, self.budget, std_errors)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
                 return _exact_result(self.cache.values(all_coalitions(self.num_players)),
                                      self.players, self.cache.evaluations - start)
-            # tolerance 0 can never be met: skip the solve (it costs more than the sampling at large budgets)
-            if pairs is None and self.tolerance > 0 and tracker.count >= self.min_pairs \
-                    and _converged(*tracker.solve(v_all - v_none), self.tolerance):
+            if pairs is None and std_errors is not None and tracker.count >= self.min_pairs \
+                    and self.tolerance.met(std_errors, v_all, v_none):
                 break
         if tracker.count == 0:
             raise ValueError(f"budget of {self.budget} coalition evaluations cannot pay for one pair after v(none) and v(all)")
@@ -618,16 +685,16 @@ class KernelSampler:
 
 
 def kernel_result(tracker: RegressionTracker, players: list[str], evaluations: int, v_all: float, v_none: float,
-                  tolerance: float, min_pairs: int) -> ShapleyResult:
+                  tolerance: Tolerance, min_pairs: int) -> ShapleyResult:
     values, std_errors = tracker.solve(v_all - v_none)
     return ShapleyResult(
         players=list(players), values=values, std_errors=std_errors, evaluations=evaluations,
         v_all=float(v_all), v_none=float(v_none), method="kernel",
-        converged=tracker.count >= min_pairs and _converged(values, std_errors, tolerance), tracker=tracker,
+        converged=tracker.count >= min_pairs and tolerance.met(std_errors, v_all, v_none), tracker=tracker,
     )
 
 
-def merge(results: Sequence[ShapleyResult], tolerance: float = 0.01, min_pairs: int = 8) -> ShapleyResult:
+def merge(results: Sequence[ShapleyResult], tolerance: float | Tolerance = 0.001, min_pairs: int = 8) -> ShapleyResult:
     """Pool shard results: the same means and standard errors as one run over all their pairs.
 
     Evaluations add up (each shard has its own cache). An exact result makes sampling moot and
@@ -643,16 +710,16 @@ def merge(results: Sequence[ShapleyResult], tolerance: float = 0.01, min_pairs: 
         raise ValueError("shards disagree on the players")
     if len({r.method for r in results}) != 1:
         raise ValueError(f"shards used different estimators: {sorted({r.method for r in results})}")
-    first = results[0]
+    first, tolerance = results[0], Tolerance.of(tolerance)
     if first.method == "kernel":
         return kernel_result(RegressionTracker.merge([r.tracker for r in results]), first.players,
                              sum(r.evaluations for r in results), first.v_all, first.v_none, tolerance,
-                             max(min_pairs, len(first.players)))
+                             max(min_pairs, UNITS_FOR_ERRORS["kernel"](len(first.players))))
     tracker = ConvergenceTracker.merge([r.tracker for r in results])
     return ShapleyResult(
         players=list(first.players), values=tracker.mean.copy(), std_errors=tracker.std_errors,
         evaluations=sum(r.evaluations for r in results), v_all=first.v_all, v_none=first.v_none,
-        method="permutation", converged=tracker.converged(tolerance, min_pairs), tracker=tracker,
+        method="permutation", converged=tracker.converged(tolerance, min_pairs, first.v_all, first.v_none), tracker=tracker,
     )
 
 

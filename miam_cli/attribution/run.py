@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,14 @@ from miam_cli.attribution.estimators import (
     UNIT_COST,
     KernelSampler,
     PermutationSampler,
+    SamplingProgress,
     ShapleyResult,
+    Tolerance,
     exact_shapley,
     merge,
     shapley_from_subset_values,
 )
+from miam_cli.attribution import defaults
 from miam_cli.attribution.games import ModelGame, Players, axis_players, modality_players, parse_target
 from miam_cli.attribution.report import efficiency_check, markdown_summary, too_few_coalitions, write_report
 from miam_cli.errors import UserError
@@ -38,8 +42,8 @@ class AttributionRequest:
     target: str = "global"
     split: str = "test"
     context: str = "all"
-    budget: int = 2000
-    tolerance: float = 0.01
+    budget: int = defaults.BUDGET
+    tolerance: float | str = defaults.TOLERANCE  # largest standard error to stop at: game units, or "5%" of |v(all) - v(none)|
     seed: int = 0
     exact_max: int = 10  # exact up to this many players (2^P coalitions), sampling above
     max_samples: int | None = None
@@ -92,7 +96,8 @@ def reused_subset_values(run: LoadedRun, players: Players, req: AttributionReque
     return values if len(values) == 2 ** len(players.names) - 1 else None
 
 
-def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None) -> ShapleyResult:
+def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None,
+             progress: SamplingProgress | None = None) -> ShapleyResult:
     P = len(players.names)
     if reuse is not None:
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
@@ -103,7 +108,8 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
         return exact_shapley(game, P, players.names)
     if req.sampler not in SAMPLERS:
         raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
+    sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=Tolerance.of(req.tolerance), seed=req.seed,
+                                    player_names=players.names, progress=progress)
     if not req.sharded:
         return sampler.run()
     i, n = req.shard
@@ -111,7 +117,12 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
-def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print) -> dict:
+def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
+                    progress: SamplingProgress | None = None) -> dict:
+    """One report (or one shard's samples). `progress(evaluations, budget, largest standard error)` is
+    called after every batch of sampled coalitions."""
+    started = time.monotonic()
+    Tolerance.of(req.tolerance)  # a bad --tolerance fails before the model loads
     run = open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
@@ -124,12 +135,13 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
         raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
-    result = estimate(game, players, req, reuse)
+    result = estimate(game, players, req, reuse, progress)
     if not np.isfinite(result.std_errors).all() and not req.sharded:
         log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
             "players": players.axis, "modality": players.modality, "samples": len(game.batch), "warning": warning,
-            "reused_eval_subsets": reuse is not None}
+            "reused_eval_subsets": reuse is not None, "tolerance": str(Tolerance.of(req.tolerance)),
+            "seconds": round(time.monotonic() - started, 2)}
     if req.sharded:
         path = out / "shards" / f"{stem}-{req.shard[0]:03d}-of-{req.shard[1]:03d}.json"
         atomic_write_json(path, {"meta": meta, "result": result.to_dict()})
@@ -152,7 +164,7 @@ def merge_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | No
     if len(files) != expected:
         raise UserError(f"{len(files)} of {expected} shard files present in {out / 'shards'} for {stem}; run the missing shards first")
     docs = [json.loads(f.read_text()) for f in files]
-    result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=req.tolerance)
+    result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=Tolerance.of(req.tolerance))
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)
 
 

@@ -8,7 +8,9 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Optional
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -20,6 +22,19 @@ out = Console(soft_wrap=True)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 200  # piped to a file or a batch log: wide tables stay one line per row
 err = Console(stderr=True, soft_wrap=True)
+
+
+# Every command that computes takes --threads (one definition, one help text); see miam_cli.threads
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads in all [default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the CPUs this "
+                             "process may use], shared among worker processes and the ranks torchrun starts on a node.")]
+
+
+def use_threads(threads: int | None, workers: int = 0) -> None:
+    """Apply the thread policy to this command's process (it prints its choice once)."""
+    from miam_cli import threads as policy
+
+    policy.configure(threads, workers, log=log)
 
 
 def log(message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, default_path, log, out, print_json, print_table, shard_from_env, warn
+from miam_cli.cli.common import Progress, Threads, default_path, log, out, print_json, print_table, shard_from_env, use_threads, warn
 
 # Options every `prepare` command shares (one definition, so their help cannot drift apart)
 Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
@@ -35,6 +35,7 @@ def synth_geoplant_cmd(
     surveys: int = typer.Option(2000, min=10, help="Number of surveys."),
     species: int = typer.Option(24, min=2, help="Number of species."),
     seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+    threads: Threads = None,
 ) -> None:
     """Synthetic GeoPlant data in the GLC24 Kaggle layout, with planted truth in truth.json.
 
@@ -42,6 +43,7 @@ def synth_geoplant_cmd(
     """
     from miam_cli.synth.geoplant import synth_geoplant
 
+    use_threads(threads)
     _run_synth("geoplant", synth_geoplant, raw_dir, surveys, f"{surveys} surveys, {species} species",
                surveys=surveys, species=species, seed=seed)
 
@@ -66,6 +68,7 @@ def prepare_geoplant_cmd(
     block_size: float = typer.Option(0.5, min=0.001, help="Spatial block size in degrees."),
     seed: int = typer.Option(0, help="Seed of the block split."),
     workers: Workers = 0,
+    threads: Threads = None,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
     shard: Shard = None,
@@ -82,13 +85,14 @@ def prepare_geoplant_cmd(
     dest = default_path(store, Path("stores/geoplant"), "STORE")
     opts = GeoPlantOptions(layout=layout, grid=grid, min_occurrences=min_occurrences, split=split, block_size=block_size, seed=seed)
     plan, decoder = plan_geoplant(raw, opts)
-    _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
+    _run_prepare(plan, decoder, dest, workers, threads, shard, strict, overwrite, chunk_size, json_out)
 
 
-def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, chunk_size, json_out) -> None:
+def _run_prepare(plan, decoder, dest: Path, workers, threads, shard, strict, overwrite, chunk_size, json_out) -> None:
     from miam_cli.data.prepare import run_prepare
     from miam_cli.store.writer import parse_shard
 
+    use_threads(threads, workers)
     shard_ij = parse_shard(shard_from_env(shard))
     log(f"preparing {len(plan.samples)} samples, modalities {', '.join(plan.modalities)} -> {dest}")
     with Progress("prepare", None) as bar:
@@ -142,6 +146,7 @@ def synth_taxabench_cmd(
     observations: int = typer.Option(600, min=10, help="Number of observations."),
     species: int = typer.Option(12, min=2, help="Number of species (classes)."),
     seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+    threads: Threads = None,
 ) -> None:
     """Synthetic TaxaBench-8k data (photos, sounds, satellite chips, climate raster), with planted truth.
 
@@ -149,6 +154,7 @@ def synth_taxabench_cmd(
     """
     from miam_cli.synth.taxabench import synth_taxabench
 
+    use_threads(threads)
     _run_synth("taxabench", synth_taxabench, raw_dir, observations, f"{observations} observations, {species} species",
                observations=observations, species=species, seed=seed)
 
@@ -167,6 +173,7 @@ def prepare_taxabench_cmd(
     audio_seconds: float = typer.Option(5.0, min=0.1, help="Seconds of each recording used."),
     audio_tokens: int = typer.Option(10, min=1, help="Time tokens per recording."),
     workers: Workers = 0,
+    threads: Threads = None,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
     shard: Shard = None,
@@ -185,7 +192,7 @@ def prepare_taxabench_cmd(
     opts = TaxaBenchOptions(embeddings=list(embeddings or []), min_per_class=min_per_class, seed=seed, grid=grid,
                             image_size=image_size, audio=LogMelParams(seconds=audio_seconds, tokens=audio_tokens))
     plan, decoder = plan_taxabench(raw, opts)
-    _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
+    _run_prepare(plan, decoder, dest, workers, threads, shard, strict, overwrite, chunk_size, json_out)
 
 
 @prepare_app.command("custom")
@@ -193,6 +200,7 @@ def prepare_custom_cmd(
     spec: Path = typer.Argument(..., help="Dataset spec (YAML; see docs/dataset-spec.md)."),
     store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/<spec name>]"),
     workers: Workers = 0,
+    threads: Threads = None,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
     shard: Shard = None,
@@ -208,4 +216,4 @@ def prepare_custom_cmd(
     dataset = load_spec(spec)
     dest = default_path(store, Path("stores") / dataset.name, "STORE")
     plan, decoder = plan_custom(dataset, spec)
-    _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
+    _run_prepare(plan, decoder, dest, workers, threads, shard, strict, overwrite, chunk_size, json_out)

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     from rich.markup import escape
 
     from miam_cli.cli.common import err
+    from miam_cli.threads import set_wait_policy
+
+    set_wait_policy()  # OpenMP reads it once, when torch loads: before any command imports torch
 
     try:
         # standalone mode: typer reports usage errors itself (exit 2) and exits with the command's code

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, log, out, print_json, print_table
+from miam_cli.attribution import defaults as attribution_defaults
+from miam_cli.cli.common import Progress, Threads, log, out, print_json, print_table, use_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +52,7 @@ def train_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE, e.g. masking.lam=2 train.epochs=5"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run dir [default: runs/<name>-<strategy>-<time>]"),
     resume: bool = typer.Option(False, help="Continue the run in --out from checkpoints/last.pt."),
+    threads: Threads = None,
     json_out: bool = typer.Option(False, "--json", help="Print the final epoch's metrics as JSON."),
 ) -> None:
     """Train a model with the recipe's masking strategy; writes a run dir.
@@ -64,7 +66,7 @@ def train_cmd(
     from miam_cli.engine.recipe import load_recipe
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    r = load_recipe(recipe, overrides or [])
+    r = load_recipe(recipe, [*(overrides or []), *([f"train.threads={threads}"] if threads else [])])
     with Progress("train", None) as bar:
         def progress(epoch, step, steps):
             bar.update(step, steps, f"epoch {epoch + 1}/{r.train.epochs}")
@@ -97,6 +99,7 @@ def eval_subsets_cmd(
     merge: bool = typer.Option(False, help="Join the shard files into eval/subsets.csv."),
     batch_size: int = typer.Option(1024, min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    threads: Threads = None,
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Evaluate a trained model on every non-empty subset of its modalities (2^M - 1), or on selectors.
@@ -107,6 +110,7 @@ def eval_subsets_cmd(
     from miam_cli.evaluate.subsets import run_eval_subsets, table_records
     from miam_cli.store.writer import parse_shard
 
+    use_threads(threads)
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
@@ -176,8 +180,9 @@ def attribute_cmd(
     target: str = typer.Option("global", help="global (the split's metric) | loss (minus the mean loss) | a class index, id or name"),
     split: str = typer.Option("test", help="train | val | test"),
     context: str = typer.Option("all", help="all: other modalities visible | none: masked"),
-    budget: int = typer.Option(2000, min=1, help="Most coalition evaluations when sampling"),
-    tolerance: float = typer.Option(0.01, min=0.0, help="Stop sampling when the largest standard error < tolerance x spread of values"),
+    budget: int = typer.Option(attribution_defaults.BUDGET, min=1, help="Most coalition evaluations when sampling"),
+    tolerance: str = typer.Option(str(attribution_defaults.TOLERANCE), help="Stop sampling once the largest standard error is at most this: in the "
+                                  "target's units (AUC, top-1, -loss, probability), or a percentage of |v(all) - v(none)| such as 5%"),
     seed: int = typer.Option(0, help="Seed of the sampled coalitions"),
     sampler: str = typer.Option("kernel", help="Above --exact-max players: kernel (paired KernelSHAP) | permutation (antithetic)"),
     exact_max: int = typer.Option(10, min=1, max=16, help="Exact Shapley (all 2^P coalitions) up to this many players"),
@@ -186,6 +191,7 @@ def attribute_cmd(
     merge: bool = typer.Option(False, help="Pool the shard files into the report"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    threads: Threads = None,
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Shapley contributions of modalities, or of one modality's bands, years, patches or variables.
@@ -196,6 +202,7 @@ def attribute_cmd(
     from miam_cli.cli.common import resolve_run, shard_from_env
     from miam_cli.store.writer import parse_shard
 
+    use_threads(threads)
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
@@ -203,7 +210,9 @@ def attribute_cmd(
     if merge:
         res = merge_attribution(run, req, out_dir, _device(device))
     else:
-        res = run_attribution(run, req, out_dir, _device(device), log=log)
+        with Progress("attribute", budget) as bar:
+            res = run_attribution(run, req, out_dir, _device(device), log=log,
+                                  progress=lambda done, total, se: bar.update(done, total, "" if se is None else f"largest SE {se:.2g}"))
     if "shard_file" in res:
         log(f"wrote {res['shard_file']}; pool the shards with --merge")
         return
@@ -226,6 +235,7 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
     budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
+    threads: Threads = None,
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
     """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
@@ -234,6 +244,7 @@ def demo_cmd(
     """
     from miam_cli.pipeline.demo import DemoOptions, run_demo
 
+    use_threads(threads)
     with Progress("train", None) as bar:
         res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget), log=log,
                        progress=lambda e, s, n: bar.update(s, n, f"epoch {e + 1}"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from miam_cli import threads
 from miam_cli.errors import UserError
 from miam_cli.store.schema import StoreMeta
 from miam_cli.store.writer import ChunkData, StorePlan, StoreWriter
@@ -66,14 +67,17 @@ def run_prepare(
 def _decoded(decode: ChunkDecoder, writer: StoreWriter, chunks: list[int], workers: int):
     """Yield (chunk, ChunkData) in chunk order; decoding runs in `workers` processes if > 0.
 
-    Workers are spawned, not forked: a fork after torch/zarr started threads can deadlock.
+    Workers are spawned, not forked: a fork after torch/zarr started threads can deadlock. Each
+    starts with its share of the thread budget (miam_cli.threads), so W workers never use more
+    threads in all than the budget allows.
     """
     if workers <= 0 or len(chunks) <= 1:
         for c in chunks:
             yield c, decode(writer.chunk_rows(c))
         return
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=threads.init_worker,
+                             initargs=(threads.worker_threads(workers),)) as pool:
         # a bounded window of chunks in flight keeps memory flat for any number of surveys
         window = 2 * workers
         futures = {}

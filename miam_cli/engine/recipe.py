@@ -82,6 +82,8 @@ class TrainSection(_Section):
     device: str = "auto"
     amp: bool = True
     max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+    threads: int | None = Field(None, ge=1, description="CPU threads in all on this node (shared by torchrun's ranks); "
+                                                        "default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the CPUs available")
 
 
 class EvalSection(_Section):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from miam_cli import threads
 from miam_cli.data.batch import load_split
 from miam_cli.engine import dist
 from miam_cli.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -363,6 +364,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
     try:
         if not dist.current().is_main:
             progress, log = None, _quiet
+        stack.enter_context(threads.limited(recipe.train.threads, log, label="train.threads"))
         run = RunDir.for_training(recipe, out, resume)
         trainer = Trainer(recipe, run, progress, log)
         stack.enter_context(deterministic_on_cpu(trainer.device))

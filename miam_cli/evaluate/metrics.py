@@ -139,6 +139,13 @@ def primary_metric(task_type: str) -> str:
     return "auc" if task_type == "multilabel" else "top1"
 
 
+def primary_value(task_type: str, targets, scores) -> float:
+    """The primary metric alone (`compute_metrics(...)[primary_metric(task_type)]` without the others)."""
+    if primary_metric(task_type) == "auc":
+        return macro_auc(targets, scores)[0]
+    return topk_accuracy(targets, scores, 1)
+
+
 def compute_metrics(task_type: str, targets, scores) -> dict:
     """All evaluation metrics of one prediction table. `targets`: multi-hot [N, C] (multilabel) or
     class indices [N] (multiclass); `scores`: [N, C] logits or probabilities (only the order counts)."""
