@@ -77,14 +77,18 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
 
 
 def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
-                 split: str = "test", per_run: bool = False) -> pd.DataFrame:
+                 split: str = "test", per_run: bool = False, labels: dict | None = None) -> pd.DataFrame:
     """Long table: one row per (label, subset) with mean, std, runs; with `per_run`, one row per
-    (label, run, seed, subset) with its value instead (for paired comparisons across seeds)."""
+    (label, run, seed, subset) with its value instead (for paired comparisons across seeds).
+    `labels` (run dir -> row name) names rows instead of the recipe differences (oracles stay oracles)."""
     infos = [run_info(r, split) for r in run_dirs]
     metric = metric or _default_metric(infos)
     widest = max(len(i["table"].query("kind == 'subset'")["subset"].map(lambda s: s.split("+")).explode().unique()) for i in infos)
+    names = variant_labels(infos)
+    if labels:
+        names = [labels.get(str(i["run"]), name) for i, name in zip(infos, names)]
     records = []
-    for info, label in zip(infos, variant_labels(infos)):
+    for info, label in zip(infos, names):
         table = info["table"]
         full = table.loc[table["kind"] == "subset", "subset"]
         n_groups = len(set("+".join(full).split("+"))) if len(full) else 0

@@ -73,10 +73,11 @@ def interval(differences: list[float], level: float = 0.95) -> PairedCell:
 
 
 def per_seed_scores(run_dirs: list[Path], columns: list[str] | None = None, metric: str | None = None,
-                    split: str = "test") -> tuple[pd.DataFrame, str]:
+                    split: str = "test", labels: dict | None = None) -> tuple[pd.DataFrame, str]:
     """Wide table: rows (label, seed), one column per subset plus `average` (over `columns`, or over
-    every subset all non-oracle runs share). Oracles are left out: they have one column each."""
-    agg = compare_runs(run_dirs, None, metric, split, per_run=True)
+    every subset all non-oracle runs share). Oracles are left out: they have one column each.
+    `labels`: run dir -> row name, as in `compare_runs`."""
+    agg = compare_runs(run_dirs, None, metric, split, per_run=True, labels=labels)
     long = agg[agg["label"] != ORACLE]
     wide = long.pivot_table(index=["label", "seed"], columns="subset", values="value", aggfunc="first")
     wide = wide[list(dict.fromkeys(long["subset"]))]  # first-seen order, as compare's table
@@ -90,10 +91,11 @@ def per_seed_scores(run_dirs: list[Path], columns: list[str] | None = None, metr
 
 
 def paired_comparison(run_dirs: list[Path], reference: str, columns: list[str] | None = None,
-                      report: list[str] | None = None, metric: str | None = None, split: str = "test") -> PairedComparison:
+                      report: list[str] | None = None, metric: str | None = None, split: str = "test",
+                      labels: dict | None = None) -> PairedComparison:
     """Per-seed differences `reference − other` for every other label, with 95% intervals, on
     `report` columns (default: the average and every single-modality subset)."""
-    wide, metric = per_seed_scores(run_dirs, columns, metric, split)
+    wide, metric = per_seed_scores(run_dirs, columns, metric, split, labels)
     labels = list(dict.fromkeys(wide.index.get_level_values("label")))
     if reference not in labels:
         raise UserError(f"--paired {reference!r}: no such row; the rows are {', '.join(labels)}")
