@@ -289,8 +289,13 @@ def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: 
             axes[3].plot(x, alone, linestyle=":", marker="x", color=colour, label=f"{name}: seen alone")
             drawn[3] = True
     if drawn[2]:
+        from matplotlib.ticker import FuncFormatter
+
         axes[2].set_yscale("log")
         axes[2].axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, 1, 6 rather than 3×10⁻¹
+        axes[2].yaxis.set_major_formatter(plain)
+        axes[2].yaxis.set_minor_formatter(plain)
     for ax, label, ok in zip(axes, ylabels, drawn):
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
