@@ -246,3 +246,44 @@ def test_whole_modality_dropout_run_warns_for_band_attribution(tiny_store, tiny_
     doc, err = attribute(cli, run, tmp_path / "modalities")
     assert doc["meta"]["warning"] is None and "warning" not in err
     assert math.isfinite(doc["v_all"])
+
+
+# ------------------------------------------------------------------ speed-ups must not change values
+
+
+@pytest.mark.parametrize("context", ["all", "none"])
+def test_batched_game_equals_evaluating_each_coalition_alone(evaluated_run, context):
+    """The game builds the keep masks of many coalitions at once and scores the primary metric only: the
+    values are eval-subsets' metric of the same tokens visible, one coalition at a time."""
+    from miam_cli.evaluate.predict import evaluate
+
+    run = open_run(evaluated_run)
+    players = axis_players(run, "series", "year", context)
+    game = ModelGame(run, players, parse_target(run, "global"))
+    coalitions = np.random.default_rng(0).random((9, len(players.names))) < 0.5
+    coalitions[0], coalitions[1] = False, True
+    values = game(coalitions)
+    data = run.split("test")
+    for row, value in zip(coalitions, values):
+        visible = {m: v.clone() for m, v in players.context.items()}
+        series = torch.zeros(run.modality_specs["series"].tokens, dtype=torch.bool)
+        for p in np.flatnonzero(row):
+            series |= players.visibility[p]["series"]
+        visible["series"] = series
+        alone = evaluate(run.model, data, run.task, visible, 256)["auc"]
+        assert value == pytest.approx(alone, abs=1e-6)
+    assert game.evaluations == len(coalitions)
+
+
+def test_tolerance_in_auc_or_relative_and_recorded(evaluated_run, cli, tmp_path):
+    base = ["--modality", "image", "--by", "token", "--exact-max", "3", "--max-samples", "100", "--budget", "400"]
+    loose, _ = attribute(cli, evaluated_run, tmp_path / "a", *base, "--tolerance", "0.05")
+    strict, _ = attribute(cli, evaluated_run, tmp_path / "b", *base, "--tolerance", "0")
+    assert loose["converged"] and max(loose["std_errors"]) <= 0.05 and loose["evaluations"] < strict["evaluations"]
+    assert not strict["converged"] and strict["evaluations"] <= 400  # 0: the budget decides
+    assert loose["meta"]["tolerance"] == "0.05" and loose["meta"]["seconds"] > 0
+    rel, _ = attribute(cli, evaluated_run, tmp_path / "c", *base, "--tolerance", "50%")
+    assert rel["meta"]["tolerance"] == "50% of |v(all) - v(none)|"
+    assert rel["converged"] == (max(rel["std_errors"]) <= 0.5 * abs(rel["v_all"] - rel["v_none"]))
+    code, out, err = cli("attribute", evaluated_run, "--out", tmp_path / "d", *base, "--tolerance", "tight")
+    assert code == 2 and "--tolerance 'tight'" in err and "Traceback" not in err and out == ""
