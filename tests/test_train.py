@@ -78,7 +78,7 @@ def test_training_beats_a_constant_predictor(store, tmp_path):
     assert (run / "imbalance.png").stat().st_size > 1000
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 0 and "torch" in env
-    assert yaml.safe_load((run / "recipe.yaml").read_text())["masking"]["lam"] == 1.0
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["masking"]["lambda"] == 1.0  # the key users write
 
 
 def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):

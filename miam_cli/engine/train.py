@@ -50,6 +50,17 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" — a requeued job continue
 class Preempted(Exception):
     """Raised after `last.pt` was written because SLURM (SIGUSR1/SIGTERM) asked us to stop."""
 
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = Path(run_dir)
+
+    @property
+    def resume_command(self) -> str:
+        """The run's own resolved recipe (overrides included) continues it exactly."""
+        import shlex
+
+        return f"miam train {shlex.quote(str(self.run_dir / 'recipe.yaml'))} --out {shlex.quote(str(self.run_dir))} --resume"
+
 
 @dataclass
 class TrainState:
@@ -196,7 +207,7 @@ class Trainer:
                 if every and self.state.global_step % every == 0 and i + 1 < self.steps_per_epoch:
                     self._monitor_within_epoch()  # the epoch's last step is followed by _validate anyway
                 if self.progress:
-                    self.progress(self.state.epoch, i + 1, self.steps_per_epoch)
+                    self.progress(self.state.epoch, i + 1, self.steps_per_epoch, cfg.epochs)
                 stop = self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
                 if dist.any_true(stop, self.env):  # signals reach ranks at different times: stop all after this step
                     self._stop(i + 1)
@@ -209,7 +220,7 @@ class Trainer:
         self.state.loss_sum = dist.mean(self.state.loss_sum, self.env)
         self.save("last")
         dist.barrier(self.env)  # no rank exits (and gets its launcher to kill rank 0) before last.pt exists
-        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; last.pt written")
+        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; {self.run.checkpoints / 'last.pt'} written", self.run.path)
 
     def _epoch_order(self) -> torch.Tensor:
         """The shared sample order of the current epoch (every rank draws the same permutation)."""
@@ -364,6 +375,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
         if not dist.current().is_main:
             progress, log = None, _quiet
         run = RunDir.for_training(recipe, out, resume)
+        log(f"run dir: {run.path}" + (" (resuming)" if resume else ""))
         trainer = Trainer(recipe, run, progress, log)
         stack.enter_context(deterministic_on_cpu(trainer.device))
         if resume and (run.checkpoints / "last.pt").exists():
