@@ -120,6 +120,15 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def attribution_progress(bar: Progress):
+    """The samplers' callback: coalition evaluations against the plan, and the largest standard error
+    against the one at which sampling stops (its tolerance x the spread of the values)."""
+    def update(done: int, planned: int, largest: float | None, target: float | None) -> None:
+        errors = "standard errors not known yet" if largest is None else f"largest std error {largest:.2g} (stops at {target:.2g})"
+        bar.update(done, planned, errors)
+    return update
+
+
 def epoch_progress(bar: Progress):
     """The trainer's callback (epoch, step, steps per epoch, epochs) as one count over the whole run,
     so the time remaining is the run's, in every epoch."""

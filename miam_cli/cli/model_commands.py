@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, epoch_progress, log, out, print_json, print_table
-from miam_cli.cli.options import Overrides, RecipeArg
+from miam_cli.cli.common import Progress, attribution_progress, epoch_progress, log, out, print_json, print_table
+from miam_cli.cli.options import Overrides, PlotFormat, RecipeArg
 
 
 def register(app: typer.Typer) -> None:
@@ -112,6 +112,7 @@ def eval_subsets_cmd(
     merge: bool = typer.Option(False, help="Join the shard files into eval/subsets.csv."),
     batch_size: int = typer.Option(1024, min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Evaluate a trained model on every non-empty subset of its modalities (2^M - 1), or on selectors.
@@ -120,13 +121,14 @@ def eval_subsets_cmd(
     """
     from miam_cli.cli.common import resolve_run, shard_from_env
     from miam_cli.evaluate.subsets import run_eval_subsets, table_records
+    from miam_cli.plotstyle import check_format
     from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
         table, path = run_eval_subsets(run, split, checkpoint, subsets, parse_shard(shard_text) if shard_text else None, merge,
-                                       batch_size, _device(device), progress=bar.update)
+                                       batch_size, _device(device), progress=bar.update, plot_format=check_format(plot_format))
     log(f"wrote {path}")
     if json_out:
         print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
@@ -204,6 +206,7 @@ def attribute_cmd(
     merge: bool = typer.Option(False, help="Pool the shard files into the report"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Shapley contributions of modalities, or of one modality's bands, years, patches or variables.
@@ -212,21 +215,23 @@ def attribute_cmd(
     """
     from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
     from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.plotstyle import check_format
     from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
-                             parse_shard(shard_text) if shard_text else None, sampler)
+                             parse_shard(shard_text) if shard_text else None, sampler, check_format(plot_format))
     if merge:
         res = merge_attribution(run, req, out_dir, _device(device))
     else:
-        res = run_attribution(run, req, out_dir, _device(device), log=log)
+        with Progress("attribute") as bar:
+            res = run_attribution(run, req, out_dir, _device(device), log=log, progress=attribution_progress(bar))
     if "shard_file" in res:
         log(f"wrote {res['shard_file']}; pool the shards with --merge")
         return
     result, eff = res["result"], res["efficiency"]
-    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .png and summary.md")
+    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .{plot_format} and summary.md")
     if json_out:
         print_json({"report": f"{res['dir']}/{res['stem']}", "meta": res["meta"], "efficiency": eff, **result.to_dict()})
         return
@@ -244,6 +249,7 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
     budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
     """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
@@ -251,9 +257,10 @@ def demo_cmd(
     Example: miam demo --out demo-out
     """
     from miam_cli.pipeline.demo import DemoOptions, run_demo
+    from miam_cli.plotstyle import check_format
 
     with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget), log=log,
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, plot_format=check_format(plot_format)), log=log,
                        progress=epoch_progress(bar))
     if json_out:
         print_json(res)

@@ -82,6 +82,10 @@ class TrainSection(_Section):
     device: str = "auto"
     amp: bool = True
     max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="csv: metrics.csv and imbalance.csv (always written); tensorboard: also RUN_DIR/tensorboard/ "
+                    '(pip install "miam[tensorboard]")')
 
 
 class EvalSection(_Section):

@@ -31,6 +31,7 @@ import torch
 from miam_cli.data.batch import load_split
 from miam_cli.engine import dist
 from miam_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from miam_cli.engine.loggers import Loggers
 from miam_cli.engine.recipe import Recipe
 from miam_cli.engine.rundir import RunDir
 from miam_cli.errors import UserError
@@ -109,6 +110,7 @@ class Trainer:
         self.token_group = self.layout.token_group
         self.state = TrainState(p_sum=[0.0] * self.layout.num_groups)
         self._stop_requested = False
+        self.loggers = Loggers([], run.path, [])  # fit() opens the recipe's
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -184,11 +186,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after_steps: int | None = None) -> dict:
+        # after a resume, the steps logged past the checkpoint by the stopped run are purged
+        self.loggers = Loggers(self.recipe.train.loggers, self.run.path, list(self.layout.group_names),
+                               resume_step=self.state.global_step or None, active=self.env.is_main)
         previous = self._install_signal_handlers()
         try:
             return self._fit(stop_after_steps)
         finally:  # after training a SIGTERM must kill the process again (e.g. a later stage of a pipeline)
             self._restore_signal_handlers(previous)
+            self.loggers.close()
 
     def _fit(self, stop_after_steps: int | None) -> dict:
         cfg = self.recipe.train
@@ -257,7 +263,9 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.state.global_step += 1
-        self.state.loss_sum += float(loss.detach())
+        step_loss = float(loss.detach())
+        self.state.loss_sum += step_loss
+        self.loggers.step(self.state.global_step, step_loss, self.scheduler.get_last_lr()[0])
         self.state.p_sum = [a + float(b) for a, b in zip(self.state.p_sum, mean_mask_rate(p))]
 
     def _autocast(self):
@@ -274,6 +282,7 @@ class Trainer:
         row["seconds"] = seconds
         row["samples_per_s"] = len(self.train_data) / max(seconds, 1e-9)
         s.rows.append(row)
+        self.loggers.epoch(s.global_step, row, self.metric)
         s.epoch, s.step_in_epoch, s.loss_sum, s.p_sum, s.order_state = s.epoch + 1, 0, 0.0, [0.0] * self.layout.num_groups, None
         improved = row[f"val_{self.metric}"] > s.best or not math.isfinite(s.best)
         if improved and math.isfinite(row[f"val_{self.metric}"]):
@@ -312,6 +321,7 @@ class Trainer:
     def _update_imbalance(self, scores: list[float]) -> dict:
         record = self.monitor.update(scores)
         record["step"] = self.state.global_step
+        self.loggers.imbalance(self.state.global_step, record)
         self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
         return record
 
