@@ -87,7 +87,7 @@ def _embed(image, base: Path) -> None:
     path = base / image.attrGet("src")
     kind = EMBEDDED.get(path.suffix.lower())
     if not path.exists():
-        image.attrSet("alt", f"(missing figure {path})")
+        image.type, image.content = "html_inline", f"<em>(missing figure {html.escape(str(path))})</em>"
         return
     if kind is None:
         rel = html.escape(str(path.relative_to(base)))
