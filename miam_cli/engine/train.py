@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miam_cli import plotstyle
 from miam_cli.data.batch import load_split
 from miam_cli.engine import dist
 from miam_cli.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -368,8 +369,8 @@ class Trainer:
             self.run.write_metrics(["step", *dict.fromkeys(k for r in updates for k in r if k != "step")], updates, "imbalance.csv")
         try:
             mk = self.recipe.masking
-            title = f"{self.run.path.name}: {mk.strategy} ({mk.monitor} monitor), validation split"
-            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png", title)
+            subtitle = plotstyle.context(self.run.path, mk.strategy, "val", [f"{mk.monitor} monitor"])
+            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png", subtitle)
         except Exception as e:  # a plot must never kill a training run
             self.log(f"warning: imbalance plot not written ({e})")
 
