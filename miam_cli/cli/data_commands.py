@@ -90,6 +90,8 @@ def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, c
     from miam_cli.store.writer import parse_shard
 
     shard_ij = parse_shard(shard_from_env(shard))
+    for w in plan.warnings:
+        warn(w)
     log(f"preparing {len(plan.samples)} samples, modalities {', '.join(plan.modalities)} -> {dest}")
     with Progress("prepare", None) as bar:
         result = run_prepare(plan, decoder, dest, workers=workers, shard=shard_ij, strict=strict, overwrite=overwrite,
@@ -131,8 +133,22 @@ def _print_summary(path: Path, json_out: bool) -> None:
         miss = "" if m["missing_rate"] is None else f"{100 * m['missing_rate']:.1f}%"
         rows.append([m["name"], m["kind"], m["tokens"], m["features"], axes, miss])
     print_table(f"store {s['store']} ({s['dataset']})", ["modality", "kind", "tokens", "features", "axes", "missing"], rows, caption)
+    _print_labels(s)
     if s["faults"] or s["dropped"]:
         print_table("faults met at prepare", ["kind", "count"], [[k, v] for k, v in {**s["faults"], **s["dropped"]}.items()])
+
+
+def _print_labels(s: dict) -> None:
+    one = s["task"]["num_classes"] == 1
+    rows = []
+    for name, c in s["labels"].items():
+        rate = "–" if c["positive_rate"] is None else f"{100 * c['positive_rate']:.1f}%"
+        rows.append([name, c["samples"], c["positives"], rate, f"{c['classes_present']}/{s['task']['num_classes']}"])
+    split = s["split"]
+    how = (f"spatial blocks of {split['block_size']}" + (", assigned label-aware" if split.get("balance") == "labels" else "")
+           if split.get("block_size") else split.get("method", ""))
+    print_table("labels per split", ["split", "samples", "presences" if one else "labels", "positive rate", "classes present"], rows,
+                f"split: {how}" if how else None)
 
 
 # ------------------------------------------------------------------ TaxaBench and custom datasets

@@ -51,20 +51,28 @@ def train_cmd(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE, e.g. masking.lam=2 train.epochs=5"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run dir [default: runs/<name>-<strategy>-<time>]"),
     resume: bool = typer.Option(False, help="Continue the run in --out from checkpoints/last.pt."),
+    oracle: Optional[List[str]] = typer.Option(
+        None, "--oracle", help="Train an oracle: this masking modality alone (repeat, or a,b, for several), with uniform masking; "
+                               "`compare` shows it as the oracle row."),
     json_out: bool = typer.Option(False, "--json", help="Print the final epoch's metrics as JSON."),
 ) -> None:
     """Train a model with the recipe's masking strategy; writes a run dir.
 
     Example: miam train recipes/demo.yaml masking.strategy=uniform train.epochs=5 --out runs/demo-uniform
+
+    Oracle (the reference on one modality): miam train recipes/demo.yaml --oracle sentinel2
+
     On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; run again with --resume.
     """
     import sys
 
     from miam_cli.engine import dist
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.engine.recipe import load_recipe, oracle_override
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    r = load_recipe(recipe, overrides or [])
+    r = load_recipe(recipe, [*(overrides or []), *([oracle_override(oracle)] if oracle else [])])
+    if r.oracle:
+        log(f"oracle of {'+'.join(r.oracle)}: trained on {'+'.join(r.oracle)} alone, with uniform masking")
     with Progress("train", None) as bar:
         def progress(epoch, step, steps):
             bar.update(step, steps, f"epoch {epoch + 1}/{r.train.epochs}")
@@ -104,6 +112,7 @@ def eval_subsets_cmd(
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
     from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.evaluate.metrics import metric_columns
     from miam_cli.evaluate.subsets import run_eval_subsets, table_records
     from miam_cli.store.writer import parse_shard
 
@@ -114,11 +123,10 @@ def eval_subsets_cmd(
                                        batch_size, _device(device), progress=bar.update)
     log(f"wrote {path}")
     if json_out:
-        print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
+        print_json({"run_dir": str(run), "file": str(path), "metrics": table.attrs.get("metrics"), "rows": table_records(table)})
         return
-    metric_cols = [c for c in ("auc", "auc_classes", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
-    cols = ["subset", "visible_tokens", "samples"] + metric_cols
-    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist())
+    cols = ["subset", "visible_tokens", "samples"] + metric_columns(table.columns)
+    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist(), table.attrs.get("metrics"))
 
 
 def compare_cmd(

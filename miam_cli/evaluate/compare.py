@@ -3,8 +3,8 @@
 Runs of the same strategy (e.g. several seeds) form one row with mean and standard deviation.
 Runs of one strategy whose recipes differ in more than the seed (an ablation: `masking.kappa=30`)
 get separate rows, labelled with the differing keys, e.g. `miam (masking.kappa=30)`.
-A run trained on fewer masking modalities than the widest run is an *oracle*: it fills only the
-column of exactly its own inputs, and all oracles share one row.
+An *oracle* (a run trained with `--oracle GROUP`, or any run trained on fewer masking modalities
+than the widest run) fills only the column of exactly its own inputs, and all oracles share one row.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
         if table.empty:
             raise UserError(f"{run_dir}: eval/subsets.csv has no rows for split {split!r}")
     groups = recipe.get("modalities")
-    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe}
+    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe,
+            "oracle": bool(recipe.get("oracle"))}
 
 
 def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
@@ -87,7 +88,7 @@ def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric:
         n_groups = len(set("+".join(full).split("+"))) if len(full) else 0
         if metric not in table.columns:
             raise UserError(f"{info['run']}: no metric {metric!r} in eval/subsets.csv (has {', '.join(table.columns)})")
-        if n_groups < widest:  # an oracle: only its own full input counts
+        if info["oracle"] or n_groups < widest:  # an oracle: only its own full input counts
             own = max(full, key=lambda s: len(s.split("+")))
             records.append({"label": ORACLE, "run": str(info["run"]), "subset": own, "value": float(table.set_index("subset").loc[own, metric])})
             continue
@@ -130,8 +131,13 @@ def best_per_column(mean: pd.DataFrame) -> dict[str, str]:
 def format_cell(m: float, s: float, best: bool, markdown: bool) -> str:
     if not np.isfinite(m):
         return "–"
-    text = f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if np.isfinite(s) else "")
+    text = f"{100 * m:.1f}" + (f" ± {_spread(100 * s)}" if np.isfinite(s) else "")
     return f"**{text}**" if best and markdown else (text + " *" if best else text)
+
+
+def _spread(s: float) -> str:
+    """One decimal, or one significant digit when that would print a non-zero spread as 0.0."""
+    return f"{s:.1g}" if 0 < abs(s) < 0.05 else f"{s:.1f}"
 
 
 def write_compare(agg: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:

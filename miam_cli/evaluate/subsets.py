@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import metric_columns
 from miam_cli.evaluate.predict import evaluate, group_visibility
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
@@ -73,11 +74,12 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
         if progress:
             progress(k + 1, len(specs))
     # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
-    return pd.DataFrame(rows, columns=table_columns(run.task))
+    table = pd.DataFrame(rows, columns=table_columns(run.metrics.names))
+    table.attrs["metrics"] = run.metrics.describe()
+    return table
 
 
-def table_columns(task: str) -> list[str]:
-    metrics = ["auc", "auc_classes", "f1_25", "recall_25"] if task == "multilabel" else ["top1", "top5"]
+def table_columns(metrics: list[str]) -> list[str]:
     return ["subset", "kind", "modalities", *metrics, "visible_tokens", "samples", "split", "checkpoint"]
 
 
@@ -138,7 +140,7 @@ def plot_subsets(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [c for c in ("auc", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
+    metrics = [c for c in metric_columns(table.columns) if c != "auc_classes"]
     values = table[metrics].to_numpy(dtype=float)
     label_inches = 0.075 * max(len(str(s)) for s in table["subset"])  # TaxaBench's 5-modality labels run to 44 characters
     fig, ax = plt.subplots(figsize=(2.2 + 1.2 * len(metrics) + label_inches, 0.8 + 0.35 * len(table)), layout="constrained")
@@ -161,6 +163,7 @@ def run_eval_subsets(run_dir: Path, split: str = "test", checkpoint: str = "best
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])
+        table.attrs["metrics"] = run.metrics.describe()
         return table, write_results(run_dir, table)
     if shard is not None and shard[1] > 1:
         table = eval_subsets(run, shard_slice(specs, shard), split, batch_size, device, progress)
