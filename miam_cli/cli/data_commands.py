@@ -51,6 +51,8 @@ def _run_synth(dataset: str, generate, raw_dir: Optional[Path], count: int, what
     with Progress(f"synth {dataset}", count) as bar:
         generate(raw, progress=bar.update, **kwargs)
     log(f"wrote {what} to {raw} (truth: {raw / 'truth.json'})")
+    if (raw / "spec.yaml").exists():
+        log(f"next: miam prepare custom {raw / 'spec.yaml'}  (then: miam train {raw / 'recipe.yaml'})")
     out.print(str(raw))
 
 
@@ -167,6 +169,22 @@ def synth_taxabench_cmd(
 
     _run_synth("taxabench", synth_taxabench, raw_dir, observations, f"{observations} observations, {species} species",
                observations=observations, species=species, seed=seed)
+
+
+@synth_app.command("points")
+def synth_points_cmd(
+    raw_dir: Optional[Path] = typer.Argument(None, help="Where to write the files [default: data/points]"),
+    points: int = typer.Option(3000, min=50, help="Number of points (30% presences, the rest background)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+) -> None:
+    """Presence/background points in a projected CRS (UTM 31N, x/y in metres), covariate GeoTIFFs, a ready
+    dataset spec and recipe, with planted truth in truth.json.
+
+    Example: miam synth points data/points --points 3000 && miam prepare custom data/points/spec.yaml
+    """
+    from miam_cli.synth.points import synth_points
+
+    _run_synth("points", synth_points, raw_dir, points, f"{points} points", points=points, seed=seed)
 
 
 @prepare_app.command("taxabench")

@@ -200,6 +200,7 @@ def attribute_cmd(
 
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
+    from miam_cli.attribution.report import evaluation_count
     from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
     from miam_cli.cli.common import resolve_run, shard_from_env
     from miam_cli.store.writer import parse_shard
@@ -222,7 +223,7 @@ def attribute_cmd(
         return
     order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
     rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
-    caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
+    caption = (f"{result.method}, {evaluation_count(result)}; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
     print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
 

@@ -82,7 +82,7 @@ def _label_aware(block, sizes, order, fractions, labels, num_classes) -> np.ndar
     target_n = share * sizes.sum()  # [S]
     target_l = share[:, None] * totals[None, :]  # [S, C]
     scale_n = np.maximum(target_n, 1.0)
-    scale_l = np.maximum(target_l, 1.0) * max(int((totals > 0).sum()), 1)  # label term: mean over classes
+    scale_l = np.maximum(target_l, 1.0)
     n = np.zeros(len(share))
     counts = np.zeros_like(target_l)
     split_of_block = np.zeros(len(sizes), np.int64)

@@ -23,7 +23,7 @@ from miam_cli.store.atomic import atomic_write, atomic_write_text
 
 ORACLE = "oracle"
 # recipe keys that tell runs apart without making them different configurations
-NOT_A_VARIANT = ("train.seed", "name")
+NOT_A_VARIANT = ("train.seed", "name", "oracle")  # oracles get their own row
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
