@@ -173,3 +173,14 @@ def test_metric_columns_and_sets():
     assert metric_set("multiclass", 6).names == ["top1", "top5"] and metric_set("multiclass", 2).names == ["top1"]
     with pytest.raises(ValueError):
         metric_set("multilabel", 0)
+
+
+def test_small_standard_errors_print_with_significant_digits():
+    """The bug: a standard error of 2e-5 printed as 0.0000 (tables) and a spread of 0.02 points as 0.0."""
+    from miam_cli.cli.common import _cell
+    from miam_cli.evaluate.compare import format_cell
+
+    assert _cell(2e-5) == "2e-05" and _cell(-3.14159e-4) == "-0.000314"
+    assert _cell(0.0) == "0.0000" and _cell(0.12345) == "0.1235" and _cell(12345.6) == "1.235e+04"
+    assert format_cell(0.8123, 0.0002, False, False) == "81.2 ± 0.02"
+    assert format_cell(0.8123, 0.0123, False, False) == "81.2 ± 1.2"
