@@ -52,12 +52,17 @@ MIAM_NOISE_WHOLE = ["masking.strategy=miam", "masking.monitor=noise-aware", "mas
 MIAM_PAPER_WHOLE = ["masking.strategy=miam", "masking.monitor=paper", "masking.kappa_per_token=1"]
 BASELINES = {s: [f"masking.strategy={s}"] for s in ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube")}
 CONFIGS = {**BASELINES, "miam-paper": MIAM_PAPER, "miam-noise": MIAM_NOISE, "miam-noise-whole": MIAM_NOISE_WHOLE,
-           "miam-paper-whole": MIAM_PAPER_WHOLE, "beta-cube-whole": ["masking.strategy=beta-cube", "masking.kappa_per_token=1"]}
+           "miam-paper-whole": MIAM_PAPER_WHOLE, "beta-cube-whole": ["masking.strategy=beta-cube", "masking.kappa_per_token=1"],
+           "miam-noise-whole-lam0.5": [*MIAM_NOISE_WHOLE, "masking.lambda=0.5"],
+           "miam-noise-whole3": ["masking.strategy=miam", "masking.monitor=noise-aware", "masking.kappa_per_token=3"]}
+# what every study trains: the seven baselines, MIAM as the paper writes it, and the variants of issue 13
+MAIN = [*BASELINES, "miam-paper", "miam-noise", "miam-noise-whole", "miam-noise-whole3"]
 # the paper's ablation chain, extended by this project's two changes
 CHAIN = ["uniform", "uniform-cube", "beta-cube", "miam-paper", "miam-noise", "miam-noise-whole"]
 LABELS = {"miam-paper": "miam (paper)", "miam-noise": "miam (noise-aware monitor)",
           "miam-noise-whole": "miam (noise-aware, whole-modality corners)", "miam-paper-whole": "miam (paper monitor, whole-modality corners)",
-          "beta-cube-whole": "beta-cube (whole-modality corners)"}
+          "beta-cube-whole": "beta-cube (whole-modality corners)", "miam-noise-whole-lam0.5": "miam (noise-aware, whole, λ=0.5)",
+          "miam-noise-whole3": "miam (noise-aware, whole-modality corners ×3)"}
 
 
 def log(msg: str) -> None:
@@ -73,7 +78,7 @@ class Study:
     oracles: dict[str, str]  # oracle name -> `modalities=` override
     overrides: list[str] = field(default_factory=list)
     selectors: list[str] = field(default_factory=list)
-    configs: list[str] = field(default_factory=lambda: list(CONFIGS))
+    configs: list[str] = field(default_factory=lambda: list(MAIN))
 
 
 def geoplant_data(work: Path, surveys: int, version: int) -> Path:
@@ -146,11 +151,15 @@ def make_study(name: str, work: Path, args) -> tuple[Study, Path]:
 
 
 def train_once(recipe_path: Path, store: Path, run: Path, overrides: list[str]) -> Path:
-    if (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists():
+    """Train unless a finished run is there; an interrupted one (last.pt, fewer epochs) is resumed."""
+    recipe = load_recipe(recipe_path, [f"store={store}", *overrides])
+    metrics = run / "metrics.csv"
+    if metrics.exists() and len(pd.read_csv(metrics)) >= recipe.train.epochs and (run / "checkpoints" / "best.pt").exists():
         return run
+    if (run / "checkpoints" / "last.pt").exists():
+        return train(recipe, run, resume=True, log=lambda *_: None)
     if run.exists():
         shutil.rmtree(run)
-    recipe = load_recipe(recipe_path, [f"store={store}", *overrides])
     return train(recipe, run, log=lambda *_: None)
 
 
@@ -296,7 +305,7 @@ def pilot(study: Study, made: dict[str, list[Path]]) -> None:
     cols = [c for c in mean.columns if "+" not in c and "[" not in c]
     print(f"\n{study.name}: validation split, mean over seeds (x100)")
     print((100 * mean[cols]).round(1).to_string())
-    for ref in ("miam-paper", "miam-noise", "miam-noise-whole", "miam-paper-whole"):
+    for ref in [c for c in made if c.startswith("miam")]:
         if ref in made:
             res = paired_vs(made, ref, "val")
             print(f"{LABELS[ref]} minus: " + "; ".join(f"{o}: avg {format_paired_cell(c['average'])}, {study.weak} "

@@ -595,3 +595,23 @@ def test_single_modality_counts():
     group = torch.tensor([0, 0, 1, 2, 2])
     keep = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
     assert single_modality_counts(keep, group, 3).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_noise_aware_monitor_leaves_a_modality_at_chance_out():
+    """strong (plateau), mid (still learning), dead (at chance): the dead one keeps r = 1 and does not
+    drag the geometric means, so the learning one is masked less than neutral and the strong one more.
+    The paper's monitor, given the same scores, puts the learning modality above 1 at some updates."""
+    names = ["strong", "mid", "dead"]
+    aware = ImbalanceMonitor(names, chance=0.5, mode="noise-aware")
+    paper = ImbalanceMonitor(names, chance=0.5)
+    sim = _Plateau([1.5, 0.5, 0.0], [0.0, 0.1, 0.0], seed=4)
+    paper_mid = []
+    for _ in range(6):
+        scores, psi = sim.evaluate()
+        rec = aware.update(scores, psi)
+        paper.update(scores, psi)
+        paper_mid.append(paper.ratios[1].item())
+    r = dict(zip(names, aware.ratios.tolist()))
+    assert max(paper_mid) > 1.0
+    assert rec["learned_dead"] == 0.0 and rec["learned_mid"] == 1.0 and math.isnan(rec["rho_s_dead"])
+    assert r["dead"] == 1.0 and r["mid"] < 1.0 < r["strong"]

@@ -13,14 +13,15 @@ which the standard error se_m of each s_m follows. Two monitors (``masking.monit
     ρ_d,m = (d_m + eps) / geomean(d + eps)           (eps: a plateau d = 0 cannot divide by zero)
     r_m   = ρ_s,m / ρ_d,m                            (high = strong and stable = mask more)
 
-**noise-aware** — the same ratio, with a learning speed the validation set can vouch for:
+**noise-aware** — the same ratio, over the modalities learned beyond noise (L = {m : k_m > 2·se(k_m)};
+the others keep r_m = 1), with a learning speed the validation set can vouch for:
 
     Δ_m   = (k_m(t) − k_m(t−h)) / h                 (h = min(window, evaluations so far))
     σΔ_m  = sqrt(Σ_i (ψ_m,i(t) − ψ_m,i(t−h))²) / ((1 − c)·h)
                                                     (paired SE: both scores come from the same samples)
     d_m   = max(|Δ_m| − z·σΔ_m, 0)                   (soft threshold: the change beyond noise)
-    τ     = max(median_m σΔ_m, eps)                  (the resolution of this evaluation's speeds)
-    ρ_d,m = (d_m + τ) / geomean(d + τ)
+    τ     = max(median_{m∈L} σΔ_m, eps)              (the resolution of this evaluation's speeds)
+    ρ_s,m = k_m / geomean_{L}(k),  ρ_d,m = (d_m + τ) / geomean_{L}(d + τ)
     r*_m  = ρ_s,m / ρ_d,m
     log r_m(t) = log r_m(t−1) + clip(log r*_m − log r_m(t−1), −log β, log β)     (β = max_step)
 
@@ -31,7 +32,10 @@ measures that noise exactly: the change a model's AUC shows on the validation sa
 population AUC does not move. Subtracting it leaves d_m = 0 for a modality whose change is noise;
 τ then puts every speed below resolution on the same footing, so ρ_d → 1 and r_m → ρ_s,m when
 nothing is learning measurably (strong modalities are masked more, as the paper intends), while a
-modality that still learns beyond noise keeps a small r. The window h lets a slow, steady gain add
+modality that still learns beyond noise keeps a small r. A modality at chance (a time series the model
+has not learned) carries no evidence of strength or speed; left in the geometric means, its floored
+skill inflated every other ρ_s, so on GeoPlant v3 a half-learned Sentinel-2 looked "strong" and was
+masked more. The window h lets a slow, steady gain add
 up over evaluations while the paired noise does not. The trust region bounds what one evaluation can
 do to the masking distribution: r moves by at most a factor β per update.
 
@@ -60,6 +64,8 @@ from miam_cli.masking.strategies import SCORE_FLOOR
 
 # 1% of the metric's range above chance: a modality at chance counts as a hundredth of a perfect one
 SKILL_FLOOR = 0.01
+# noise-aware monitor: a modality counts as learned when its skill is this many standard errors above chance
+CHANCE_Z = 2.0
 MONITORS = ("paper", "noise-aware")
 
 
@@ -139,22 +145,17 @@ class ImbalanceMonitor:
         s = self._as_list(scores)
         psi = self._as_influence(influence)
         k = self.skill(s)
-        floor = SCORE_FLOOR if self.chance is None else SKILL_FLOOR
-        k_pos = [max(v, floor) for v in k]
-        g_s = _geomean(k_pos)
-        rho_s = [v / g_s for v in k_pos]
         se = [math.nan] * len(s) if psi is None else [standard_error(row) for row in psi]
         nan = [math.nan] * len(s)
-        extra: dict[str, list[float]] = {}
-        d = rho_d = None
         if self.mode == "paper":
+            rho_s = self._rho_s(k, range(len(k)))
+            d = rho_d = None
+            extra: dict[str, list[float]] = {}
             if self._prev_s is not None:
                 d, rho_d = self._paper_speed(k)
-        elif self._history:
-            d, rho_d, extra = self._noise_aware_speed(k, psi)
-        if rho_d is not None:
-            target = [a / b for a, b in zip(rho_s, rho_d)]
-            self._ratios = target if self.mode == "paper" else self._trust_region(target)
+                self._ratios = [a / b for a, b in zip(rho_s, rho_d)]
+        else:
+            rho_s, d, rho_d, extra = self._noise_aware(k, se, psi)
         self._prev_s = s
         if psi is not None and self.mode == "noise-aware":
             self._history = [*self._history, (k, psi)][-self.window:]
@@ -172,16 +173,43 @@ class ImbalanceMonitor:
         g_d = _geomean([v + self.eps for v in d])
         return d, [(v + self.eps) / g_d for v in d]
 
-    def _noise_aware_speed(self, k: list[float], psi: np.ndarray) -> tuple[list[float], list[float], dict]:
+    def _rho_s(self, k: list[float], members) -> list[float]:
+        """ρ_s over `members` (the others NaN): floored skill over its geometric mean."""
+        floor = SCORE_FLOOR if self.chance is None else SKILL_FLOOR
+        k_pos = {m: max(k[m], floor) for m in members}
+        g_s = _geomean(list(k_pos.values())) if k_pos else math.nan
+        return [k_pos[m] / g_s if m in k_pos else math.nan for m in range(len(k))]
+
+    def _noise_aware(self, k: list[float], se: list[float], psi: np.ndarray):
+        """(ρ_s, d, ρ_d, extra record columns); updates r_m from the second evaluation on.
+
+        Only modalities learned beyond noise (k_m > CHANCE_Z·se_k) take part: one the validation set
+        cannot tell from chance carries no evidence of strength or speed. Left in, its floored skill
+        sinks the geometric mean and inflates every other ρ_s (a dead time series made a half-learned
+        Sentinel-2 look "strong"); left out, it keeps r = 1.
+        """
+        scale = 1.0 if self.chance is None else 1.0 - self.chance
+        learned = [m for m in range(len(k)) if k[m] > CHANCE_Z * se[m] / scale]
+        rho_s = self._rho_s(k, learned)
+        nan = [math.nan] * len(k)
+        extra = {"learned": [float(m in learned) for m in range(len(k))]}
+        if not self._history:
+            return rho_s, nan, nan, extra
         k_old, psi_old = self._history[0]
         h = len(self._history)
-        scale = h * (1.0 if self.chance is None else 1.0 - self.chance)
         delta = [(a - b) / h for a, b in zip(k, k_old)]
-        se_delta = [paired_standard_error(psi[m], psi_old[m]) / scale for m in range(len(k))]
+        se_delta = [paired_standard_error(psi[m], psi_old[m]) / (scale * h) for m in range(len(k))]
         d = self._smooth([max(abs(x) - self.z * e, 0.0) for x, e in zip(delta, se_delta)])
-        tau = max(float(np.median(se_delta)), self.eps)
-        g_d = _geomean([v + tau for v in d])
-        return d, [(v + tau) / g_d for v in d], {"delta": delta, "se_delta": se_delta}
+        extra.update(delta=delta, se_delta=se_delta)
+        if len(learned) < 2:  # nothing to balance
+            self._ratios = self._trust_region([1.0] * len(k))
+            return rho_s, d, nan, extra
+        tau = max(float(np.median([se_delta[m] for m in learned])), self.eps)
+        g_d = _geomean([d[m] + tau for m in learned])
+        rho_d = [(d[m] + tau) / g_d if m in learned else math.nan for m in range(len(k))]
+        target = [rho_s[m] / rho_d[m] if m in learned else 1.0 for m in range(len(k))]
+        self._ratios = self._trust_region(target)
+        return rho_s, d, rho_d, extra
 
     def _smooth(self, step: list[float]) -> list[float]:
         d = step if self._prev_d is None else [self.smoothing * p + (1.0 - self.smoothing) * x
