@@ -71,8 +71,6 @@ def train_cmd(
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
     r = load_recipe(recipe, [*(overrides or []), *([oracle_override(oracle)] if oracle else [])])
-    if r.oracle:
-        log(f"oracle of {'+'.join(r.oracle)}: trained on {'+'.join(r.oracle)} alone, with uniform masking")
     with Progress("train", None) as bar:
         def progress(epoch, step, steps):
             bar.update(step, steps, f"epoch {epoch + 1}/{r.train.epochs}")
