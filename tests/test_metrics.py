@@ -14,7 +14,7 @@ from miam_cli.evaluate.metrics import (
     macro_auc,
     max_tss,
     mean_loss,
-    metric_columns,
+    metric_names,
     metric_set,
     primary_metric,
     recall_at_k,
@@ -165,8 +165,8 @@ def test_topk_metrics_are_not_constant_with_few_classes():
     assert "k = 16 classes // 4" in ms.describe()
 
 
-def test_metric_columns_and_sets():
-    assert metric_columns(["subset", "auc", "auc_classes", "f1_4", "recall_4", "visible_tokens", "top1", "tss"]) == [
+def test_metric_names_and_sets():
+    assert metric_names(["subset", "auc", "auc_classes", "f1_4", "recall_4", "visible_tokens", "top1", "tss"]) == [
         "auc", "auc_classes", "f1_4", "recall_4", "top1", "tss"]
     one = metric_set("multilabel", 1)
     assert one.names == ["auc", "auprc", "tss"] and one.primary == "auc" and "top-k metrics left out" in one.describe()

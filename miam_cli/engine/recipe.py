@@ -1,6 +1,6 @@
 """Recipes: YAML files validated with pydantic; every error is listed at once with its key path.
 
-`miam train RECIPE masking.lam=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
+`miam train RECIPE masking.lambda=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
 before validation, so an override is checked exactly like the file.
 """
 
@@ -96,6 +96,10 @@ class TrainSection(_Section):
     device: str = "auto"
     amp: bool = True
     max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="csv: metrics.csv and imbalance.csv (always written); tensorboard: also RUN_DIR/tensorboard/ "
+                    '(pip install "miam[tensorboard]")')
 
 
 class EvalSection(_Section):
@@ -159,9 +163,10 @@ class Recipe(_Section):
 
 # ------------------------------------------------------------------ loading and overrides
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such recipe file")
+    """A recipe file, or a packaged recipe by name (`demo`, `recipes/demo.yaml`; see `miam_cli.packaged`)."""
+    from miam_cli.packaged import find_recipe
+
+    path = find_recipe(path).path
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -181,7 +186,7 @@ def oracle_override(groups: list[str]) -> str:
 
 def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
-        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lam=2")
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lambda=2")
     key, raw = item.split("=", 1)
     parts = [("lam" if p == "lambda" else p) for p in key.strip().split(".")]
     node = data
@@ -234,4 +239,5 @@ def _section_fields(loc: list[str]) -> list[str]:
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.dump(), sort_keys=False)
+    """The resolved recipe with the keys users write (`lambda:`, not the field name `lam`)."""
+    return yaml.safe_dump(recipe.model_dump(by_alias=True, mode="json"), sort_keys=False)
