@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,12 +65,15 @@ STYLE = {
 
 METRIC_LABELS = {
     "auc": "macro AUC",
+    "auprc": "AUPRC (average precision)",
+    "tss": "max TSS",
     "f1_25": "F1 @ top 25",
     "recall_25": "recall @ top 25",
     "top1": "top-1 accuracy",
     "top5": "top-5 accuracy",
     "loss": "mean loss",
 }
+_AT_K = re.compile(r"^(f1|recall)_(\d+)$")  # k follows the class count (evaluate.metrics.metric_set)
 AXIS_LABELS = {"band": "spectral band", "year": "year", "patch": "patch", "variable": "variable",
                "modality": "input modality", "token": "token", "time": "time step"}
 
@@ -82,6 +86,9 @@ def check_format(fmt: str) -> str:
 
 def metric_label(name: str) -> str:
     """A metric column in words (`auc` -> `macro AUC`); unknown names as they are."""
+    at_k = _AT_K.match(name)
+    if at_k and name not in METRIC_LABELS:
+        return f"{'F1' if at_k[1] == 'f1' else 'recall'} @ top {at_k[2]}"
     return METRIC_LABELS.get(name, name.replace("_", " "))
 
 

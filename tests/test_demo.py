@@ -20,7 +20,8 @@ def test_demo_writes_the_whole_pipeline_and_a_self_contained_report(tmp_path, ca
         assert len(table[table["kind"] == "subset"]) == 7  # 2^3 - 1 subsets of the three masking modalities
         assert {"tabular[variable=bio1]", "sentinel2[patch=center]", "landsat[year=2003]"} <= set(table["subset"])
     attribution = out / "runs" / "miam" / "attribution"
-    for stem in ("modalities-global", "sentinel2-by-band-global", "sentinel2-by-patch-global", "landsat-by-year-global"):
+    for stem in ("modalities-global-test", "sentinel2-by-band-global-context-none-test", "sentinel2-by-patch-global-context-none-test",
+                 "landsat-by-year-global-context-none-test"):
         assert (attribution / f"{stem}.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "## Every subset of modalities" in md and "Efficiency" in md

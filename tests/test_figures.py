@@ -95,9 +95,10 @@ def test_attribute_writes_the_chosen_format_and_the_summary_links_it(evaluated_r
     code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--json",
                          "--modality", "image", "--by", "band", "--plot-format", "svg")
     assert code == 0, err
-    assert (tmp_path / "image-by-band-global.svg").read_text().startswith("<?xml")
-    assert not (tmp_path / "image-by-band-global.png").exists()
-    assert "(image-by-band-global.svg)" in (tmp_path / "summary.md").read_text()
-    assert json.loads((tmp_path / "image-by-band-global.json").read_text())["figure"] == "image-by-band-global.svg"
+    assert (tmp_path / "image-by-band-global-context-all-test.svg").read_text().startswith("<?xml")
+    assert not (tmp_path / "image-by-band-global-context-all-test.png").exists()
+    assert "(image-by-band-global-context-all-test.svg)" in (tmp_path / "summary.md").read_text()
+    report = json.loads((tmp_path / "image-by-band-global-context-all-test.json").read_text())
+    assert report["figure"] == "image-by-band-global-context-all-test.svg"
     code, _, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--plot-format", "gif")
     assert code == 2 and "--plot-format 'gif'" in err

@@ -118,6 +118,6 @@ def test_the_readme_pipeline_runs_as_typed_from_an_empty_folder(installed, tmp_p
     assert "warning:" in compare.stderr and "sentinel2[band=red,nir]" in compare.stderr
     table = pd.read_csv(tmp_path / "compare" / "compare.csv", index_col="strategy")
     assert list(table.index) == ["miam", "uniform"] and table["average_mean"].notna().all()
-    for name in ("sentinel2-by-band-global", "landsat-by-year-global"):
+    for name in ("sentinel2-by-band-global-context-all-test", "landsat-by-year-global-context-all-test"):
         assert (runs[1] / "attribution" / f"{name}.png").exists()
     assert (tmp_path / "demo-out" / "report.html").exists()

@@ -156,6 +156,7 @@ class ShapleyResult:
     converged: bool
     # Sampling state, kept so that shards can be pooled exactly (None for exact results).
     tracker: ConvergenceTracker | RegressionTracker | None = field(default=None, repr=False)
+    reused: int = 0  # coalition values taken from earlier results (eval/subsets.csv), not evaluated here
 
     @property
     def efficiency_gap(self) -> float:
@@ -180,6 +181,7 @@ class ShapleyResult:
             "v_all": self.v_all,
             "v_none": self.v_none,
             "converged": self.converged,
+            "reused": self.reused,
             "efficiency_gap": self.efficiency_gap,
             "tracker": None if self.tracker is None else self.tracker.to_dict(),
         }
@@ -197,6 +199,7 @@ class ShapleyResult:
             v_none=float(data["v_none"]),
             method=data["method"],
             converged=bool(data["converged"]),
+            reused=int(data.get("reused", 0)),
             tracker=None if tracker is None else TRACKERS[data["method"]].from_dict(tracker),
         )
 

@@ -89,7 +89,7 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
     lines = [
         f"### {title}",
         "",
-        f"- Method: {method}; {result.evaluations:,} coalition evaluations; {status}.",
+        f"- Method: {method}; {evaluation_count(result)}; {status}.",
         "- Top players: " + ", ".join(
             f"**{result.players[i]}** {_pm(result.values[i], result.std_errors[i])}" for i in order
         ) + ".",
@@ -101,6 +101,12 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
     if image:
         lines += ["", f"![{title}]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def evaluation_count(result: ShapleyResult) -> str:
+    """Coalitions evaluated here, and those reused from eval-subsets, counted apart."""
+    done = f"{result.evaluations:,} coalition{'s' if result.evaluations != 1 else ''} evaluated"
+    return done + (f", {result.reused:,} reused from eval/subsets.csv" if result.reused else "")
 
 
 def too_few_coalitions(result: ShapleyResult) -> str:

@@ -74,10 +74,12 @@ def coverage_warning(run: LoadedRun, players: Players) -> str | None:
 
 
 def stem_for(req: AttributionRequest, players: Players, target_label: str) -> str:
+    """The report's file name: players, target, context (for the tokens of one modality) and split,
+    so that reports of different settings never overwrite each other."""
     target = "global" if req.target == "global" else req.target.replace("/", "_")
     if players.modality is None:
-        return f"modalities-{target}"
-    return f"{players.modality}-by-{players.axis}-{target}"
+        return f"modalities-{target}-{req.split}"
+    return f"{players.modality}-by-{players.axis}-{target}-context-{req.context}-{req.split}"
 
 
 def reused_subset_values(run: LoadedRun, players: Players, req: AttributionRequest) -> dict | None:
@@ -100,6 +102,7 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
         result = shapley_from_subset_values(reuse, P, players.names)
         result.evaluations = game.evaluations  # v(none) was evaluated here; the rest came from the table
+        result.reused = len(reuse) - game.evaluations
         return result
     if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
         return exact_shapley(game, P, players.names)

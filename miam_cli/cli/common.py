@@ -46,9 +46,10 @@ def print_table(title: str, columns: list[str], rows: list[list], caption: str |
 
 
 def _cell(v) -> str:
-    """Floats at 4 decimals; text escaped, since selectors like `s2[band=red]` look like Rich markup."""
+    """Floats at 4 decimals, or 3 significant digits below 0.001 (a standard error of 2e-05 is not
+    0.0000); text escaped, since selectors like `s2[band=red]` look like Rich markup."""
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+        return f"{v:.3g}" if 0 < abs(v) < 1e-3 else f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return escape(str(v))
 
 

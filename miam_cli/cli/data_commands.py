@@ -54,6 +54,8 @@ def _run_synth(dataset: str, generate, raw_dir: Optional[Path], count: int, what
     with Progress(f"synth {dataset}", count) as bar:
         generate(raw, progress=bar.update, **kwargs)
     log(f"wrote {what} to {raw} (truth: {raw / 'truth.json'})")
+    if (raw / "spec.yaml").exists():
+        log(f"next: miam prepare custom {raw / 'spec.yaml'}  (then: miam train {raw / 'recipe.yaml'})")
     out.print(str(raw))
 
 
@@ -93,6 +95,8 @@ def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, c
     from miam_cli.store.writer import parse_shard
 
     shard_ij = parse_shard(shard_from_env(shard))
+    for w in plan.warnings:
+        warn(w)
     log(f"preparing {len(plan.samples)} samples, modalities {', '.join(plan.modalities)} -> {dest}")
     with Progress("prepare", None) as bar:
         result = run_prepare(plan, decoder, dest, workers=workers, shard=shard_ij, strict=strict, overwrite=overwrite,
@@ -134,8 +138,22 @@ def _print_summary(path: Path, json_out: bool) -> None:
         miss = "" if m["missing_rate"] is None else f"{100 * m['missing_rate']:.1f}%"
         rows.append([m["name"], m["kind"], m["tokens"], m["features"], axes, miss])
     print_table(f"store {s['store']} ({s['dataset']})", ["modality", "kind", "tokens", "features", "axes", "missing"], rows, caption)
+    _print_labels(s)
     if s["faults"] or s["dropped"]:
         print_table("faults met at prepare", ["kind", "count"], [[k, v] for k, v in {**s["faults"], **s["dropped"]}.items()])
+
+
+def _print_labels(s: dict) -> None:
+    one = s["task"]["num_classes"] == 1
+    rows = []
+    for name, c in s["labels"].items():
+        rate = "–" if c["positive_rate"] is None else f"{100 * c['positive_rate']:.1f}%"
+        rows.append([name, c["samples"], c["positives"], rate, f"{c['classes_present']}/{s['task']['num_classes']}"])
+    split = s["split"]
+    how = (f"spatial blocks of {split['block_size']}" + (", assigned label-aware" if split.get("balance") == "labels" else "")
+           if split.get("block_size") else split.get("method", ""))
+    print_table("labels per split", ["split", "samples", "presences" if one else "labels", "positive rate", "classes present"], rows,
+                f"split: {how}" if how else None)
 
 
 # ------------------------------------------------------------------ TaxaBench and custom datasets
@@ -154,6 +172,22 @@ def synth_taxabench_cmd(
 
     _run_synth("taxabench", synth_taxabench, raw_dir, observations, f"{observations} observations, {species} species",
                observations=observations, species=species, seed=seed)
+
+
+@synth_app.command("points")
+def synth_points_cmd(
+    raw_dir: Optional[Path] = typer.Argument(None, help="Where to write the files [default: data/points]"),
+    points: int = typer.Option(3000, min=50, help="Number of points (30% presences, the rest background)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+) -> None:
+    """Presence/background points in a projected CRS (UTM 31N, x/y in metres), covariate GeoTIFFs, a ready
+    dataset spec and recipe, with planted truth in truth.json.
+
+    Example: miam synth points data/points --points 3000 && miam prepare custom data/points/spec.yaml
+    """
+    from miam_cli.synth.points import synth_points
+
+    _run_synth("points", synth_points, raw_dir, points, f"{points} points", points=points, seed=seed)
 
 
 @prepare_app.command("taxabench")

@@ -67,11 +67,16 @@ def train_cmd(
     overrides: Overrides = None,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run dir [default: runs/<name>-<strategy>-<time>]"),
     resume: bool = typer.Option(False, help="Continue the run in --out from checkpoints/last.pt."),
+    oracle: Optional[List[str]] = typer.Option(
+        None, "--oracle", help="Train an oracle: this masking modality alone (repeat, or a,b, for several), with uniform masking; "
+                               "`compare` shows it as the oracle row."),
     json_out: bool = typer.Option(False, "--json", help="Print the final epoch's metrics as JSON."),
 ) -> None:
     """Train a model with the recipe's masking strategy; writes a run dir (its path is printed first).
 
     Example: miam train recipes/demo.yaml masking.strategy=uniform train.epochs=5 --out runs/demo-uniform
+
+    Oracle (the reference on one modality): miam train recipes/demo.yaml --oracle sentinel2
 
     On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; the message names
     the command that continues the run (`--resume`).
@@ -79,9 +84,10 @@ def train_cmd(
     import sys
 
     from miam_cli.engine import dist
+    from miam_cli.engine.recipe import oracle_override
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    _, r = _load_recipe(recipe, overrides)
+    _, r = _load_recipe(recipe, [*(overrides or []), *([oracle_override(oracle)] if oracle else [])])
     with Progress("train", None) as bar:
         try:
             run = train(r, out_dir, resume=resume, progress=epoch_progress(bar), log=log)
@@ -120,6 +126,7 @@ def eval_subsets_cmd(
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
     from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.evaluate.metrics import metric_names
     from miam_cli.evaluate.subsets import run_eval_subsets, table_records
     from miam_cli.plotstyle import check_format
     from miam_cli.store.writer import parse_shard
@@ -131,11 +138,10 @@ def eval_subsets_cmd(
                                        batch_size, _device(device), progress=bar.update, plot_format=check_format(plot_format))
     log(f"wrote {path}")
     if json_out:
-        print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
+        print_json({"run_dir": str(run), "file": str(path), "metrics": table.attrs.get("metrics"), "rows": table_records(table)})
         return
-    metric_cols = [c for c in ("auc", "auc_classes", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
-    cols = ["subset", "visible_tokens", "samples"] + metric_cols
-    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist())
+    cols = ["subset", "visible_tokens", "samples"] + metric_names(table.columns)
+    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist(), table.attrs.get("metrics"))
 
 
 def compare_cmd(
@@ -235,6 +241,7 @@ def attribute_cmd(
 
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
+    from miam_cli.attribution.report import evaluation_count
     from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
     from miam_cli.cli.common import resolve_run, shard_from_env
     from miam_cli.plotstyle import check_format
@@ -259,7 +266,7 @@ def attribute_cmd(
         return
     order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
     rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
-    caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
+    caption = (f"{result.method}, {evaluation_count(result)}; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
     print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
 

@@ -1,7 +1,7 @@
 """`miam prepare custom SPEC.yaml STORE`: a user's own data, described by a dataset spec.
 
 The spec (documented with a full example in docs/dataset-spec.md) names a points table (CSV or
-Parquet: id, lon, lat, labels, optional split) and modalities of seven kinds, each built on the shared
+Parquet: id, lon/lat or x/y with their CRS, labels, optional split) and modalities of seven kinds, each built on the shared
 readers in `miam_cli.data.readers`:
 
 | kind             | tokens                                                         | store kind |
@@ -32,8 +32,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from miam_cli.data import coords as C
 from miam_cli.data import readers as R
-from miam_cli.data.split import spatial_block_split
+from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
 from miam_cli.store.schema import ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
@@ -48,7 +49,12 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+LABEL_KINDS = ("class_", "species", "presence", "binary")
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes"}, {"0", "false", "no"}
+
+
 class LabelSpec(_Spec):
+    binary: str | None = Field(None, description="a 0/1 (or true/false) column -> one class; rows with 0 are background (negatives)")
     class_: str | None = Field(None, alias="class", description="column with one class per point -> multiclass")
     species: str | None = Field(None, description="column with a list of species per point -> multilabel")
     separator: str | None = Field(None, description="separator of `species` lists (default: comma, semicolon or space)")
@@ -57,17 +63,25 @@ class LabelSpec(_Spec):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "LabelSpec":
-        given = [k for k in ("class_", "species", "presence") if getattr(self, k) is not None]
+        given = [k for k in LABEL_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of class, species, presence")
+            raise ValueError("give exactly one of binary, class, species, presence")
         return self
 
 
 class SplitSpec(_Spec):
     column: str | None = Field(None, description="column with train/val/test; absent: spatial blocks")
-    block_size: float = Field(0.5, gt=0, description="spatial block size in degrees")
+    block_size: float | str = Field(0.5, description="spatial block size: degrees (0.5), or a distance (50km, 2000m)")
+    balance: Literal["labels", "none"] = Field(
+        "labels", description="labels: blocks assigned so each split keeps the overall positive rate / class coverage; none: random order")
     seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    @field_validator("block_size")
+    @classmethod
+    def _size(cls, v):
+        C.parse_block_size(v)  # raises ValueError with the reason
+        return v
 
 
 class PointsSpec(_Spec):
@@ -76,8 +90,33 @@ class PointsSpec(_Spec):
     id: str = "id"
     lon: str = "lon"
     lat: str = "lat"
+    crs: str | int | None = Field(None, description="CRS of the coordinates: an EPSG code (32631) or WKT; default WGS84 lon/lat degrees")
+    x: str | None = Field(None, description="with crs: the easting column (an alias of lon)")
+    y: str | None = Field(None, description="with crs: the northing column (an alias of lat)")
     labels: LabelSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
+
+    @model_validator(mode="after")
+    def _xy(self) -> "PointsSpec":
+        if (self.x is None) != (self.y is None):
+            raise ValueError("give both x and y")
+        if self.x is not None and self.crs is None:
+            raise ValueError("x/y are coordinates in a projected CRS: set points.crs too (e.g. crs: 32631), or name lon/lat degrees")
+        if self.x is not None and {"lon", "lat"} & self.model_fields_set:
+            raise ValueError("give lon/lat or x/y, not both")
+        return self
+
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, v):
+        if v is not None:
+            C.parse_crs(v)  # raises ValueError with pyproj's reason
+        return v
+
+    @property
+    def coordinate_keys(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((key, column) of the first coordinate, (key, column) of the second)."""
+        return (("x", self.x), ("y", self.y)) if self.x is not None else (("lon", self.lon), ("lat", self.lat))
 
 
 class _Modality(_Spec):
@@ -287,6 +326,8 @@ class Context:
     table_name: str
     points: pd.DataFrame  # kept points, index 0..N-1
     id_column: str
+    crs: object = None  # the points' CRS (pyproj), None for WGS84 lon/lat
+    warnings: list[str] | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -299,6 +340,14 @@ class Context:
     @property
     def lat(self) -> np.ndarray:
         return self.points["__lat"].to_numpy(float)
+
+    @property
+    def xy(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The points as given (x, y) and their CRS: what rasters are sampled from, each raster
+        transforming them straight into its own CRS."""
+        if self.crs is None:
+            return self.lon, self.lat, C.WGS84
+        return self.points["__x"].to_numpy(float), self.points["__y"].to_numpy(float), self.crs.to_wkt()
 
     def file(self, rel: str, where: str, folder: bool = False) -> Path:
         path = Path(rel) if Path(rel).is_absolute() else self.root / rel
@@ -335,18 +384,16 @@ def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarra
     if not path.is_file():
         raise SpecError("points.path", f"no such file {path}")
     table = read_table(path, p.sep)
-    ctx = Context(root, path.name, table, p.id)
+    ctx = Context(root, path.name, table, p.id, C.parse_crs(p.crs) if p.crs is not None else None, [])
     errors = []
-    for key in ("id", "lon", "lat"):
+    for key, column in (("id", p.id), *p.coordinate_keys):
         try:
-            ctx.column(getattr(p, key), f"points.{key}")
+            ctx.column(column, f"points.{key}")
         except SpecError as e:
             errors += e.lines
     if errors:
         raise SpecErrors(errors)
-    table["__lon"] = pd.to_numeric(table[p.lon], errors="coerce")
-    table["__lat"] = pd.to_numeric(table[p.lat], errors="coerce")
-    located = table["__lon"].between(-180, 180) & table["__lat"].between(-90, 90)
+    located = _locate(table, p, ctx.crs)
     dropped = {"point_without_coordinates": int((~located).sum())} if not located.all() else {}
     ctx.points = table[located].reset_index(drop=True)
     ids = pd.Series(ctx.ids)
@@ -354,6 +401,11 @@ def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarra
         raise SpecError("points.id", f"{int(ids.duplicated().sum())} duplicate id(s) in {path.name}, e.g. {ids[ids.duplicated()].iloc[0]}; "
                                      "one row per point (list several species in a `species` column)")
     lists, task = _label_lists(ctx, p.labels)
+    unknown = np.array([lst is None for lst in lists])
+    if unknown.any():  # a binary label left empty: neither presence nor background
+        dropped["point_without_label"] = int(unknown.sum())
+        ctx.points = ctx.points[~unknown].reset_index(drop=True)
+        lists = [lst for lst in lists if lst is not None]
     counts = pd.Series([c for lst in lists for c in lst], dtype=object).value_counts()
     kept = sorted((c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
     if not kept:
@@ -371,9 +423,38 @@ def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarra
     return ctx, labels, classes, task, dropped
 
 
-def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str]], str]:
+def _locate(table: pd.DataFrame, p: PointsSpec, crs) -> pd.Series:
+    """Fill __lon/__lat (WGS84) and, with a CRS, __x/__y (as given); which points have coordinates.
+
+    Without a CRS, coordinates that are mostly out of lon/lat range are metres given as degrees:
+    refused, rather than every point dropped.
+    """
+    (_, xcol), (_, ycol) = p.coordinate_keys
+    x, y = pd.to_numeric(table[xcol], errors="coerce").to_numpy(float), pd.to_numeric(table[ycol], errors="coerce").to_numpy(float)
+    if crs is None:
+        numeric = np.isfinite(x) & np.isfinite(y)
+        outside = numeric & ~((np.abs(x) <= 180) & (np.abs(y) <= 90))
+        if outside.sum() > numeric.sum() / 2:
+            raise SpecError("points.lon/lat", f"{int(outside.sum())} of {int(numeric.sum())} points have coordinates outside "
+                                              f"-180..180 / -90..90: set points.crs? (e.g. crs: 32631 with x: {xcol}, y: {ycol})")
+        lon, lat = x, y
+    else:
+        table["__x"], table["__y"] = x, y
+        lon, lat = C.to_lonlat(x, y, crs)
+    table["__lon"], table["__lat"] = lon, lat
+    return pd.Series((np.abs(lon) <= 180) & (np.abs(lat) <= 90), index=table.index)  # NaN and inf compare False
+
+
+def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str] | None], str]:
+    """One list of class names per point (None: the point's label is unknown), and the task type."""
+    if labels.binary is not None:
+        return _binary_lists(ctx.column(labels.binary, "points.labels.binary"), labels.binary), "multilabel"
     if labels.class_ is not None:
         col = ctx.column(labels.class_, "points.labels.class")
+        if _is_binary(col):
+            ctx.warnings.append(f"points.labels.class: column {labels.class_!r} holds only 0/1: this builds a 2-class multiclass task "
+                                f"judged on top-1 accuracy; for presence/background data use `labels: {{binary: {labels.class_}}}` "
+                                "(one class, AUC / AUPRC / TSS)")
         return [[] if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
     if labels.species is not None:
         col = ctx.column(labels.species, "points.labels.species")
@@ -386,6 +467,26 @@ def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str]], str]
     return [[str(names[j]) for j in np.flatnonzero(row)] for row in present], "multilabel"
 
 
+def _binary_words(col: pd.Series) -> pd.Series:
+    """0/1 (also 0.0/1.0) and true/false/yes/no as lower-case text; empty cells as ''."""
+    return col.map(lambda v: "" if pd.isna(v) else R.id_text(v).strip().lower())
+
+
+def _is_binary(col: pd.Series) -> bool:
+    words = set(_binary_words(col)) - {""}
+    return bool(words) and words <= TRUE_WORDS | FALSE_WORDS
+
+
+def _binary_lists(col: pd.Series, name: str) -> list[list[str] | None]:
+    words = _binary_words(col)
+    bad = sorted(set(words) - TRUE_WORDS - FALSE_WORDS - {""})
+    if bad:
+        raise SpecError("points.labels.binary", f"column {name!r} holds {bad[:5]}; expected 0/1 or true/false")
+    if not words.isin(TRUE_WORDS).any():
+        raise SpecError("points.labels.binary", f"column {name!r} has no presence (no 1 or true)")
+    return [None if w == "" else [name] if w in TRUE_WORDS else [] for w in words]
+
+
 def _species_list(value, split: re.Pattern) -> list[str]:
     if isinstance(value, (list, tuple, np.ndarray)):
         return sorted({R.id_text(v) for v in value})
@@ -395,10 +496,18 @@ def _species_list(value, split: re.Pattern) -> list[str]:
     return sorted({R.id_text(t.strip("'\" ")) for t in split.split(text) if t.strip("'\" ")})
 
 
-def build_split(ctx: Context, split: SplitSpec) -> tuple[np.ndarray, dict]:
+def build_split(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_classes: int) -> tuple[np.ndarray, dict]:
     if split.column is None:
-        info = {"method": "spatial-blocks", "block_size_deg": split.block_size, "seed": split.seed, "fractions": list(split.fractions)}
-        return spatial_block_split(ctx.lon, ctx.lat, split.block_size, split.fractions, split.seed), info
+        size = C.parse_block_size(split.block_size)
+        width, height, units = size.cell(ctx.lat, ctx.crs)
+        x, y = (ctx.xy[:2] if units.startswith("metres") else (ctx.lon, ctx.lat))
+        block = block_of_points(x, y, width, height)
+        aware = split.balance == "labels"
+        info = {"method": "spatial-blocks", "block_size": str(size), "block_units": units, "blocks": int(block.max() + 1) if len(block) else 0,
+                "balance": split.balance, "seed": split.seed, "fractions": list(split.fractions)}
+        if not size.metres:
+            info["block_size_deg"] = size.value
+        return assign_blocks(block, split.fractions, split.seed, labels if aware else None, num_classes), info
     words = ctx.column(split.column, "points.split.column").astype(str).str.strip().str.lower()
     bad = sorted(set(words) - set(SPLIT_WORDS))
     if bad:
@@ -439,7 +548,7 @@ def build_raster_values(m: str, s: RasterValuesModality, ctx: Context) -> Built:
     for name, rel in files.items():
         path = ctx.file(rel, f"modalities.{m}.files.{name}" if isinstance(s.files, dict) else f"modalities.{m}.files")
         try:
-            values, valid = R.raster_points(path, ctx.lon, ctx.lat)
+            values, valid = R.raster_points(path, *ctx.xy)
         except Exception as e:
             raise SpecError(f"modalities.{m}.files", f"{path}: cannot read the raster: {e}") from None
         names += [name] if values.shape[1] == 1 else [f"{name}_b{b + 1}" for b in range(values.shape[1])]
@@ -453,7 +562,7 @@ def build_raster_values(m: str, s: RasterValuesModality, ctx: Context) -> Built:
 def build_raster_patches(m: str, s: RasterPatchesModality, ctx: Context) -> Built:
     path = ctx.file(s.file, f"modalities.{m}.file")
     try:
-        rows, cols, count, names = R.raster_pixels(path, ctx.lon, ctx.lat)
+        rows, cols, count, names = R.raster_pixels(path, *ctx.xy)
     except Exception as e:
         raise SpecError(f"modalities.{m}.file", f"{path}: cannot read the raster: {e}") from None
     bands = s.bands or names
@@ -709,7 +818,7 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.
     root = (spec_path.parent / spec.root) if spec.root else spec_path.parent
     try:
         ctx, labels, classes, task, dropped = build_points(spec, root)
-        split, split_info = build_split(ctx, spec.points.split)
+        split, split_info = build_split(ctx, spec.points.split, labels, len(classes))
     except SpecErrors as e:
         raise UserError(_error_list(spec_path, e.lines)) from None
     built, errors = {}, []
@@ -727,7 +836,7 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.
         task=TaskSpec(type=task, num_classes=len(classes), metric="top1" if task == "multiclass" else "macro_auc"),
         modalities={m: b.spec for m, b in built.items()}, samples=samples, classes=classes,
         provenance={"spec": str(spec_path.resolve()), "root": str(root.resolve()), "spec_content": spec.model_dump(mode="json", by_alias=True)},
-        split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()},
+        split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()}, warnings=list(ctx.warnings),
     )
     return plan, R.SourceDecoder(ctx.ids, {m: b.source for m, b in built.items()})
 

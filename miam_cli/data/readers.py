@@ -253,26 +253,29 @@ def load_array(path: Path) -> np.ndarray:
 
 
 # ================================================================ rasters
-def _to_crs(src, lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    """Points (WGS84 lon/lat) in the raster's CRS; a raster without a CRS is taken to be in lon/lat."""
-    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    if src.crs is None or src.crs.to_epsg() == 4326:
-        return lon, lat
+def _to_crs(src, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray]:
+    """Points given in `crs` (default WGS84 lon/lat) in the raster's CRS, in one transform (none when
+    the CRSs are the same); a raster without a CRS is taken to be in the points' CRS."""
+    from rasterio.crs import CRS
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if src.crs is None or src.crs == CRS.from_user_input(crs):
+        return x, y
     from rasterio.warp import transform
 
-    xs, ys = transform("EPSG:4326", src.crs, lon.tolist(), lat.tolist())
+    xs, ys = transform(CRS.from_user_input(crs), src.crs, x.tolist(), y.tolist())
     return np.asarray(xs), np.asarray(ys)
 
 
-def raster_points(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    """Every band sampled at the points: values float32 [N, bands], valid [N, bands].
+def raster_points(path: Path, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray]:
+    """Every band sampled at the points (given in `crs`): values float32 [N, bands], valid [N, bands].
 
     Invalid: the raster's nodata (or its mask), NaN, and points outside the raster.
     """
     import rasterio
 
     with rasterio.open(path) as src:
-        xs, ys = _to_crs(src, lon, lat)
+        xs, ys = _to_crs(src, x, y, crs)
         if len(xs) == 0:
             return np.zeros((0, src.count), np.float32), np.zeros((0, src.count), bool)
         sampled = np.ma.stack([np.ma.asarray(v) for v in src.sample(zip(xs, ys), masked=True)])
@@ -281,13 +284,13 @@ def raster_points(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, values, 0.0).astype(np.float32), valid
 
 
-def raster_pixels(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+def raster_pixels(path: Path, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     """(rows, cols) of the points' pixels (may lie outside the raster), band count, band names."""
     import rasterio
     from rasterio.transform import rowcol
 
     with rasterio.open(path) as src:
-        xs, ys = _to_crs(src, lon, lat)
+        xs, ys = _to_crs(src, x, y, crs)
         rows, cols = rowcol(src.transform, xs, ys) if len(xs) else ([], [])
         names = [d or f"b{i + 1}" for i, d in enumerate(src.descriptions)]
         return np.asarray(rows, np.int64), np.asarray(cols, np.int64), src.count, names

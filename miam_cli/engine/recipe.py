@@ -114,17 +114,27 @@ class Recipe(_Section):
     modalities: dict[str, list[str]] | list[str] | None = Field(
         None, description="masking modalities: {group: [store modalities]}, or a list of store modalities; default: all, one each"
     )
+    oracle: list[str] | None = Field(
+        None, description="train an oracle: these masking modalities alone, with uniform masking (`miam train RECIPE --oracle GROUP`)")
     model: ModelSection = Field(default_factory=ModelSection)
     masking: MaskingSection = Field(default_factory=MaskingSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
 
-    @field_validator("modalities")
+    @field_validator("modalities", "oracle")
     @classmethod
-    def _non_empty(cls, v):
+    def _non_empty(cls, v, info):
         if v is not None and len(v) == 0:
-            raise ValueError("modalities must name at least one modality")
+            raise ValueError(f"{info.field_name} must name at least one modality")
         return v
+
+    @model_validator(mode="after")
+    def _oracle_masks_uniformly(self) -> "Recipe":
+        # An oracle is the reference a strategy is measured against on its inputs: the paper trains
+        # it with uniform masking, whatever the recipe's strategy for the multimodal runs.
+        if self.oracle:
+            self.masking.strategy = "uniform"
+        return self
 
     def groups(self, store_modalities: list[str]) -> dict[str, list[str]]:
         """Resolved masking groups; unknown store modalities are a UserError naming the valid ones."""
@@ -139,6 +149,12 @@ class Recipe(_Section):
                 if m not in store_modalities:
                     hint = did_you_mean(m, store_modalities)
                     raise UserError(f"modalities.{g}: the store has no modality {m!r}{hint}; it has {', '.join(store_modalities)}")
+        if self.oracle:
+            unknown = [g for g in self.oracle if g not in groups]
+            if unknown:
+                raise UserError(f"oracle: no masking modality {unknown[0]!r}{did_you_mean(unknown[0], list(groups))}; "
+                                f"the recipe's are {', '.join(groups)}")
+            groups = {g: ms for g, ms in groups.items() if g in self.oracle}
         return groups
 
     def dump(self) -> dict:
@@ -160,6 +176,12 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     for item in overrides:
         apply_override(data, item)
     return validate_recipe(data, source=str(path))
+
+
+def oracle_override(groups: list[str]) -> str:
+    """`--oracle a --oracle b` (or `a,b`, `a+b`) as the override `oracle=[a, b]`."""
+    names = [g for item in groups for g in item.replace("+", ",").split(",") if g.strip()]
+    return "oracle=[" + ", ".join(n.strip() for n in names) + "]"
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -89,6 +89,8 @@ class Trainer:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
         self.store = TokenStore(recipe.store)
         self.groups = recipe.groups(self.store.modalities)
+        if recipe.oracle:
+            log(f"oracle of {'+'.join(self.groups)}: trained on {'+'.join(self.groups)} alone, with uniform masking")
         self.layout = TokenLayout.from_specs(self.store.meta.modalities, self.groups)
         self.task = self.store.meta.task.type
         self.metric = primary_metric(self.task)

@@ -3,8 +3,8 @@
 Runs of the same strategy (e.g. several seeds) form one row with mean and standard deviation.
 Runs of one strategy whose recipes differ in more than the seed (an ablation: `masking.kappa=30`)
 get separate rows, labelled with the differing keys, e.g. `miam (masking.kappa=30)`.
-A run trained on fewer masking modalities than the widest run is an *oracle*: it fills only the
-column of exactly its own inputs, and all oracles share one row.
+An *oracle* (a run trained with `--oracle GROUP`, or any run trained on fewer masking modalities
+than the widest run) fills only the column of exactly its own inputs, and all oracles share one row.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from miam_cli.store.atomic import atomic_write, atomic_write_text
 
 ORACLE = "oracle"
 # recipe keys that tell runs apart without making them different configurations
-NOT_A_VARIANT = ("train.seed", "name")
+NOT_A_VARIANT = ("train.seed", "name", "oracle")  # oracles get their own row
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -76,7 +76,7 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
     groups = recipe.get("modalities")
     seed = (recipe.get("train") or {}).get("seed", 0)
     return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe,
-            "seed": seed}
+            "seed": seed, "oracle": bool(recipe.get("oracle"))}
 
 
 def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
@@ -100,7 +100,7 @@ def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric:
         n_groups = len(set("+".join(full).split("+"))) if len(full) else 0
         if metric not in table.columns:
             raise UserError(f"{info['run']}: no metric {metric!r} in eval/subsets.csv (has {', '.join(table.columns)})")
-        if 0 < n_groups < widest:  # an oracle: only its own full input counts
+        if info["oracle"] or 0 < n_groups < widest:  # an oracle: only its own full input counts
             own = max(full, key=lambda s: len(s.split("+")))
             records.append({"label": ORACLE, "run": str(info["run"]), "seed": info["seed"], "subset": own,
                             "value": float(table.set_index("subset").loc[own, metric])})
@@ -178,8 +178,13 @@ def best_per_column(mean: pd.DataFrame) -> dict[str, str]:
 def format_cell(m: float, s: float, best: bool, markdown: bool) -> str:
     if not np.isfinite(m):
         return "–"
-    text = f"{100 * m:.1f}" + (f" ± {100 * s:.1f}" if np.isfinite(s) else "")
+    text = f"{100 * m:.1f}" + (f" ± {_spread(100 * s)}" if np.isfinite(s) else "")
     return f"**{text}**" if best and markdown else (text + " *" if best else text)
+
+
+def _spread(s: float) -> str:
+    """One decimal, or one significant digit when that would print a non-zero spread as 0.0."""
+    return f"{s:.1g}" if 0 < abs(s) < 0.05 else f"{s:.1f}"
 
 
 def caption(agg: pd.DataFrame, markdown: bool) -> str:

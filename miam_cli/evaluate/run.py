@@ -13,6 +13,7 @@ import yaml
 from miam_cli.data.batch import load_split
 from miam_cli.engine.checkpoint import load_model
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import MetricSet, metric_set
 from miam_cli.store.reader import TokenStore
 
 
@@ -35,6 +36,10 @@ class LoadedRun:
     @property
     def task(self) -> str:
         return self.checkpoint["task"]
+
+    @property
+    def metrics(self) -> MetricSet:
+        return metric_set(self.task, self.store.meta.task.num_classes)
 
     @property
     def strategy(self) -> str:

@@ -17,6 +17,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import metric_names
 from miam_cli.evaluate.predict import evaluate, group_visibility
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
@@ -75,11 +76,12 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
         if progress:
             progress(k + 1, len(specs))
     # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
-    return pd.DataFrame(rows, columns=table_columns(run.task))
+    table = pd.DataFrame(rows, columns=table_columns(run.metrics.names))
+    table.attrs["metrics"] = run.metrics.describe()
+    return table
 
 
-def table_columns(task: str) -> list[str]:
-    metrics = ["auc", "auc_classes", "f1_25", "recall_25"] if task == "multilabel" else ["top1", "top5"]
+def table_columns(metrics: list[str]) -> list[str]:
     return ["subset", "kind", "modalities", *metrics, "visible_tokens", "samples", "split", "checkpoint"]
 
 
@@ -135,13 +137,9 @@ def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
     return table.sort_values("subset", key=lambda s: s.map(lambda x: rank.get(x, len(rank)))).reset_index(drop=True)
 
 
-NOT_METRICS = {"subset", "kind", "modalities", "visible_tokens", "samples", "split", "checkpoint"}
-
-
 def metric_columns(table: pd.DataFrame) -> list[str]:
-    """The metrics in a table (counts such as `auc_classes` aside), in the table's order."""
-    return [c for c in table.columns if c not in NOT_METRICS and not c.endswith("_classes")
-            and pd.api.types.is_numeric_dtype(table[c]) and table[c].notna().any()]
+    """The metrics in a table with a value (counts such as `auc_classes` aside), in the table's order."""
+    return [c for c in metric_names(table.columns) if not c.endswith("_classes") and table[c].notna().any()]
 
 
 @styled
@@ -185,6 +183,7 @@ def run_eval_subsets(run_dir: Path, split: str = "test", checkpoint: str = "best
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])
+        table.attrs["metrics"] = run.metrics.describe()
         return table, write_results(run, table, split, plot_format)
     if shard is not None and shard[1] > 1:
         table = eval_subsets(run, shard_slice(specs, shard), split, batch_size, device, progress)

@@ -25,6 +25,7 @@ import zarr
 from miam_cli import __version__
 from miam_cli.errors import UserError
 from miam_cli.store.atomic import atomic_write, atomic_write_json
+from miam_cli.store.labels import split_label_counts
 from miam_cli.store.schema import ModalitySpec, Normalization, StoreMeta, TaskSpec
 
 PROGRESS_DIR = "_progress"
@@ -50,6 +51,7 @@ class StorePlan:
     split_info: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)  # reason -> count of raw records left out
     normalization_scope: dict[str, str] = field(default_factory=dict)  # modality -> token|feature|none
+    warnings: list[str] = field(default_factory=list)  # said to the user before preparing (e.g. a likely wrong label kind)
 
     def fingerprint(self) -> str:
         """Identifies the plan, so that a resume into a store prepared differently is refused."""
@@ -180,6 +182,7 @@ class StoreWriter:
             norm = _normalization(root[m], train_rows, scope, self.chunk_size)
             modalities[m] = spec.model_copy(update={"normalization": norm})
         report = _report(faults, samples, list(modalities), self.plan.dropped)
+        report["labels"] = split_label_counts(samples["labels"], samples["split"], self.plan.task.num_classes)
         atomic_write_json(self.path / "prepare-report.json", report)
         atomic_write(self.path / "samples.parquet", lambda p: samples.to_parquet(p, index=False))
         meta = StoreMeta(
