@@ -111,8 +111,8 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
-def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print) -> dict:
-    run = open_run(run_dir, "best", device)
+def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print) -> dict:
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
     out = Path(out_dir) if out_dir else run.path / "attribution"
@@ -137,8 +137,8 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     return _report(result, players, out, stem, meta, req)
 
 
-def merge_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
-    run = open_run(run_dir, "best", device)
+def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     out = Path(out_dir) if out_dir else run.path / "attribution"
     stem = stem_for(req, players, parse_target(run, req.target).label)

@@ -103,15 +103,18 @@ def eval_subsets_cmd(
 
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
+    from miam_cli import api
     from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.evaluate.subsets import run_eval_subsets, table_records
+    from miam_cli.evaluate.subsets import table_records
     from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
-        table, path = run_eval_subsets(run, split, checkpoint, subsets, parse_shard(shard_text) if shard_text else None, merge,
-                                       batch_size, _device(device), progress=bar.update)
+        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets,
+                                   shard=parse_shard(shard_text) if shard_text else None, merge=merge, batch_size=batch_size,
+                                   progress=bar.update)
+    table, path = res.table, res.path
     log(f"wrote {path}")
     if json_out:
         print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
@@ -163,12 +166,6 @@ def _num(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def attribute_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
     modality: Optional[str] = typer.Option(None, help="Explain the tokens of this modality (default: the modalities themselves)"),
@@ -192,31 +189,28 @@ def attribute_cmd(
 
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
-    from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
+    from miam_cli import api
     from miam_cli.cli.common import resolve_run, shard_from_env
     from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
     shard_text = None if merge else shard_from_env(shard)
-    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
-                             parse_shard(shard_text) if shard_text else None, sampler)
-    if merge:
-        res = merge_attribution(run, req, out_dir, _device(device))
-    else:
-        res = run_attribution(run, req, out_dir, _device(device), log=log)
-    if "shard_file" in res:
-        log(f"wrote {res['shard_file']}; pool the shards with --merge")
+    res = api.attribute(api.load_run(run, "best", device), modality=modality, by=by, target=target, split=split, context=context,
+                        budget=budget, tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples, sampler=sampler,
+                        shard=parse_shard(shard_text) if shard_text else None, merge=merge, out=out_dir, log=log)
+    if res.shard_file is not None:
+        log(f"wrote {res.shard_file}; pool the shards with --merge")
         return
-    result, eff = res["result"], res["efficiency"]
-    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .png and summary.md")
+    result, eff, report = res.result, res.efficiency, res.path.with_suffix("")
+    log(f"wrote {report}.csv, .json, .png and summary.md")
     if json_out:
-        print_json({"report": f"{res['dir']}/{res['stem']}", "meta": res["meta"], "efficiency": eff, **result.to_dict()})
+        print_json({"report": str(report), "meta": res.meta, "efficiency": eff, **result.to_dict()})
         return
     order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
     rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
     caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
-    print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
+    print_table(f"Shapley values: {res.meta['target']} ({report.name})", ["player", "phi", "std error"], rows, caption)
 
 
 def demo_cmd(

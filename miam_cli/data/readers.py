@@ -94,6 +94,8 @@ class FileSource:
     def read(self, rows: range, sample_ids: list[str], modality: str):
         T, F = self.reader.shape
         values, valid, faults = np.zeros((len(rows), T, F), np.float32), np.zeros((len(rows), T), bool), []
+        if hasattr(self.reader, "prefetch"):  # readers that can read many keys' inputs at once
+            self.reader.prefetch([self.keys[r] for r in rows])
         for j, r in enumerate(rows):
             try:
                 tokens, ok = self.reader(self.keys[r])
@@ -264,17 +266,50 @@ def _to_crs(src, lon, lat) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs), np.asarray(ys)
 
 
+# Points (or windows) close together are read as one block rather than one read each: a map's tile, or
+# a chunk of dense points, costs one read. Scattered points over a large raster fall back to reads per point.
+BLOCK_PIXELS = 1 << 22
+
+
+def read_block(src, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [C, height, width] from (row, col), which may reach past the raster, and which are unusable:
+    nodata (or the raster's mask), NaN, or outside the raster, as a boundless masked read (but one read,
+    without the warped VRT a boundless read builds)."""
+    from rasterio.windows import Window
+
+    values = np.zeros((src.count, height, width), np.float32)
+    bad = np.ones((src.count, height, width), bool)
+    r0, r1 = max(row, 0), min(row + height, src.height)
+    c0, c1 = max(col, 0), min(col + width, src.width)
+    if r0 < r1 and c0 < c1:
+        data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        inner = np.ma.getdata(data).astype(np.float32)
+        values[:, r0 - row : r1 - row, c0 - col : c1 - col] = inner
+        bad[:, r0 - row : r1 - row, c0 - col : c1 - col] = np.ma.getmaskarray(data) | ~np.isfinite(inner)
+    return np.where(bad, 0.0, values).astype(np.float32), bad
+
+
 def raster_points(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray]:
     """Every band sampled at the points: values float32 [N, bands], valid [N, bands].
 
     Invalid: the raster's nodata (or its mask), NaN, and points outside the raster.
     """
     import rasterio
+    from rasterio.transform import rowcol
 
     with rasterio.open(path) as src:
         xs, ys = _to_crs(src, lon, lat)
         if len(xs) == 0:
             return np.zeros((0, src.count), np.float32), np.zeros((0, src.count), bool)
+        rows, cols = (np.asarray(a, np.int64) for a in rowcol(src.transform, xs, ys))
+        r0, c0 = max(int(rows.min()), 0), max(int(cols.min()), 0)
+        h, w = min(int(rows.max()) + 1, src.height) - r0, min(int(cols.max()) + 1, src.width) - c0
+        if 0 < h * w <= BLOCK_PIXELS:
+            values, bad = read_block(src, r0, c0, h, w)
+            inside = (rows >= r0) & (rows < r0 + h) & (cols >= c0) & (cols < c0 + w)
+            r, c = np.where(inside, rows - r0, 0), np.where(inside, cols - c0, 0)
+            valid = ~bad[:, r, c].T & inside[:, None]
+            return np.where(valid, values[:, r, c].T, 0.0).astype(np.float32), valid
         sampled = np.ma.stack([np.ma.asarray(v) for v in src.sample(zip(xs, ys), masked=True)])
     values = np.ma.getdata(sampled).astype(np.float32)
     valid = ~np.ma.getmaskarray(sampled) & np.isfinite(values)
@@ -306,32 +341,51 @@ class RasterWindowReader:
     size: int
     grid: int
     _src: object = field(default=None, repr=False, compare=False)
+    _block: tuple | None = field(default=None, repr=False, compare=False)  # (row, col, values, bad) from `prefetch`
 
     def __post_init__(self):
         if self.size % self.grid:
             raise UserError(f"grid {self.grid} must divide the window size {self.size}")
 
     def __getstate__(self):  # an open dataset handle does not cross process boundaries
-        return {**self.__dict__, "_src": None}
+        return {**self.__dict__, "_src": None, "_block": None}
+
+    def _open(self):
+        if self._src is None:
+            import rasterio
+
+            self._src = rasterio.open(self.path)
+        return self._src
+
+    def prefetch(self, keys: list) -> None:
+        """Read the block covering every window of `keys` at once, when it is small (a map tile; dense points)."""
+        self._block = None
+        if not keys:
+            return
+        rows, cols = np.asarray([k[0] for k in keys]), np.asarray([k[1] for k in keys])
+        half = self.size // 2
+        r0, c0 = int(rows.min()) - half, int(cols.min()) - half
+        h, w = int(rows.max()) - half + self.size - r0, int(cols.max()) - half + self.size - c0
+        if h * w <= BLOCK_PIXELS:
+            self._block = (r0, c0, *read_block(self._open(), r0, c0, h, w))
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.bands) * self.grid**2, (self.size // self.grid) ** 2
 
     def __call__(self, key):
-        import rasterio
-        from rasterio.windows import Window
-
-        if self._src is None:
-            self._src = rasterio.open(self.path)
-        row, col = key
-        half = self.size // 2
-        window = Window(int(col) - half, int(row) - half, self.size, self.size)
-        data = self._src.read(window=window, boundless=True, masked=True)
-        values = np.ma.getdata(data).astype(np.float32)
-        bad = np.ma.getmaskarray(data) | ~np.isfinite(values)
-        tokens = patch_tokens(np.where(bad, 0.0, values), self.grid)
+        row, col = int(key[0]) - self.size // 2, int(key[1]) - self.size // 2
+        values, bad = self._window(row, col)
+        tokens = patch_tokens(values, self.grid)
         return tokens, ~patch_tokens(bad.astype(np.float32), self.grid).any(axis=1)
+
+    def _window(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._block is not None:
+            r0, c0, values, bad = self._block
+            r, c = row - r0, col - c0
+            if 0 <= r and r + self.size <= values.shape[1] and 0 <= c and c + self.size <= values.shape[2]:
+                return values[:, r : r + self.size, c : c + self.size], bad[:, r : r + self.size, c : c + self.size]
+        return read_block(self._open(), row, col, self.size, self.size)
 
 
 def grid_index(lon, lat, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

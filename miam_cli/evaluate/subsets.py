@@ -153,11 +153,12 @@ def plot_subsets(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run_eval_subsets(run_dir: Path, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
+def run_eval_subsets(run_dir: Path | LoadedRun, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
                      shard: tuple[int, int] | None = None, merge: bool = False, batch_size: int = 1024, device="cpu",
                      progress=None) -> tuple[pd.DataFrame, Path]:
-    """The library function behind the command; returns the table and the file written."""
-    run = open_run(run_dir, checkpoint, device)
+    """The library function behind the command (a run dir, or a run already opened); returns the table and the file written."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, checkpoint, device)
+    run_dir = run.path
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])
