@@ -66,7 +66,7 @@ def map_cmd(
                                                 "or repeated) [default: the spec's species, else every class]"),
     contributions: bool = typer.Option(False, help="Add one exact modality-Shapley band per modality (for the species, or their mean)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="GeoTIFF to write [default: RUN_DIR/maps/<spec>.tif, -shapley.tif with --contributions]"),
-    tile: Optional[int] = typer.Option(None, min=16, help="Tile side in pixels [default: from the tokens per pixel, at most 512]"),
+    tile: Optional[int] = typer.Option(None, min=4, help="Tile side in pixels [default: from the tokens per pixel, at most 512]"),
     shard: Optional[str] = typer.Option(None, help="I/N: compute the I-th of N sets of tiles (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
     merge: bool = typer.Option(False, help="Assemble the tiles of every shard into the GeoTIFF."),
     overwrite: bool = typer.Option(False, help="Compute a complete map again (and discard tiles of other settings)."),
