@@ -239,8 +239,17 @@ def footprint(tmp_path_factory, tiny_trainer):
     species = [" ".join(name for name, on in (("urban", u), ("lit", li), ("north", y > 43.6)) if on) or "[]"
                for u, li, y in zip(urban, lit, lat)]
     pd.DataFrame({"id": range(400), "lon": lon, "lat": lat, "species": species}).to_csv(folder / "points.csv", index=False)
+    # a monthly climate cube on a 0.1 deg grid that stops at 4.0 E (NaN over its south-west cell: no data there)
+    import xarray as xr
+
+    grid_lon, grid_lat = np.arange(3.35, 4.0, 0.1), np.arange(43.25, 43.95, 0.1)
+    tas = np.random.default_rng(1).normal(15, 3, size=(24, len(grid_lat), len(grid_lon))).astype(np.float32)
+    tas[:, 0, 0] = np.nan
+    xr.Dataset({"tas": (("time", "lat", "lon"), tas)}, coords={"time": pd.date_range("2001-01-01", periods=24, freq="MS"),
+                                                             "lat": grid_lat, "lon": grid_lon}).to_netcdf(folder / "cube.nc")
     modalities = {"footprint": {"kind": "raster_values", "files": {"built": str(hf / "Built2009_WGS84.tif"),
                                                                     "lights": str(hf / "Lights2009_WGS84.tif")}},
+                  "clim": {"kind": "cube", "path": "cube.nc"},
                   "where": {"kind": "location", "scales": 4}}
     dataset = {"name": "footprint", "points": {"path": "points.csv", "labels": {"species": "species"}, "split": {"block_size": 0.1}},
                "modalities": modalities}
@@ -256,14 +265,19 @@ def test_real_footprint_raster_map_equals_predict(footprint, tmp_path):
     res = api.predict_map(run, spec, out=tmp_path / "m.tif", contributions=True)
     bands, names, _, transform = read_map(res.path)
     # every class by default, in class index order (custom class names sort alphabetically)
-    assert names[:3] == ["p(lit)", "p(north)", "p(urban)"] and names[-2:] == ["shapley(footprint)", "shapley(where)"]
+    assert names[:3] == ["p(lit)", "p(north)", "p(urban)"] and names[-3:] == ["shapley(clim)", "shapley(footprint)", "shapley(where)"]
     store = centre_store(folder / "spec.yaml", folder / "store", transform, bands.shape[1:], tmp_path)
     table = predicted(run, store, tmp_path, ["urban", "lit", "north"])
     h, w = bands.shape[1:]
     ids = [f"r{r}c{c}" for r in range(h) for c in range(w)]
     for b, s in enumerate(("lit", "north", "urban")):
         np.testing.assert_allclose(bands[b].ravel(), table[s].reindex(ids).to_numpy(), atol=1e-5, rtol=0)
-    # the sea off Montpellier has no footprint data: location alone is visible there
-    coverage = bands[names.index("coverage")]
-    assert {2.0, 3.0} <= set(np.unique(coverage)) and (bands[names.index("shapley(footprint)")][coverage == 2] == 0).all()
+    # modalities in the store's order (the spec's keys, sorted by yaml): clim = bit 1, footprint = 2, where = 4.
+    # The sea off Montpellier has no footprint data, the cube stops at 4.0 E, the location is always there
+    coverage = bands[names.index("coverage")].astype(int)
+    assert {4, 5, 6, 7} <= set(np.unique(coverage))
+    assert (bands[names.index("shapley(footprint)")][coverage & 2 == 0] == 0).all()
+    assert (bands[names.index("shapley(clim)")][coverage & 1 == 0] == 0).all()
+    lon = transform.c + (np.arange(w) + 0.5) * transform.a
+    assert (coverage[:, lon > 4.05] & 1 == 0).all() and (coverage[:, lon < 3.9] & 1 == 1).sum() > 0
     assert res.efficiency_gap < 1e-9

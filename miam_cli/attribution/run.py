@@ -27,6 +27,7 @@ from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
+from miam_cli.store.writer import complete_shard_files
 
 PLOT_KIND = {"modality": "bars", "band": "bars", "variable": "bars", "year": "line", "patch": "heatmap", "token": "bars", "time": "line"}
 
@@ -142,15 +143,7 @@ def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_di
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     out = Path(out_dir) if out_dir else run.path / "attribution"
     stem = stem_for(req, players, parse_target(run, req.target).label)
-    files = sorted((out / "shards").glob(f"{stem}-*-of-*.json"))
-    if not files:
-        raise UserError(f"{out / 'shards'}: no shard files for {stem}; run attribute --shard I/N first")
-    counts = {f.stem.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {out / 'shards'} for {stem}: remove the stale ones")
-    expected = int(counts.pop())
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {out / 'shards'} for {stem}; run the missing shards first")
+    files = complete_shard_files(out / "shards", f"{stem}-*-of-*.json", "attribute")
     docs = [json.loads(f.read_text()) for f in files]
     result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=req.tolerance)
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)

@@ -104,16 +104,13 @@ def eval_subsets_cmd(
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.cli.common import resolve_run, shard_request
     from miam_cli.evaluate.subsets import table_records
-    from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
-        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets,
-                                   shard=parse_shard(shard_text) if shard_text else None, merge=merge, batch_size=batch_size,
-                                   progress=bar.update)
+        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets, shard=shard_request(shard, merge),
+                                   merge=merge, batch_size=batch_size, progress=bar.update)
     table, path = res.table, res.path
     log(f"wrote {path}")
     if json_out:
@@ -190,14 +187,12 @@ def attribute_cmd(
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.store.writer import parse_shard
+    from miam_cli.cli.common import resolve_run, shard_request
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     res = api.attribute(api.load_run(run, "best", device), modality=modality, by=by, target=target, split=split, context=context,
                         budget=budget, tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples, sampler=sampler,
-                        shard=parse_shard(shard_text) if shard_text else None, merge=merge, out=out_dir, log=log)
+                        shard=shard_request(shard, merge), merge=merge, out=out_dir, log=log)
     if res.shard_file is not None:
         log(f"wrote {res.shard_file}; pool the shards with --merge")
         return
@@ -220,16 +215,17 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
     budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
+    maps: bool = typer.Option(True, "--maps/--no-maps", help="Also the map demo: a synthetic landscape, its species map and Sentinel-2 contribution map."),
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
-    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
+    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, map, report.
 
     Example: miam demo --out demo-out
     """
     from miam_cli.pipeline.demo import DemoOptions, run_demo
 
     with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget), log=log,
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, maps=maps), log=log,
                        progress=lambda e, s, n: bar.update(s, n, f"epoch {e + 1}"))
     if json_out:
         print_json(res)

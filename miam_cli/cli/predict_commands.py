@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from miam_cli.cli.common import Progress, log, out, print_json, print_table, warn
+
+# Options both commands share (one definition, so their help cannot drift apart)
+Checkpoint = Annotated[str, typer.Option(help="best | last")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Samples (pixels) per forward pass.")]
+Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+JsonOut = Annotated[bool, typer.Option("--json", help="One JSON document instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -29,25 +35,23 @@ def predict_cmd(
     out_file: Optional[Path] = typer.Option(None, "--out", help="Output file [default: RUN_DIR/predict/<store>-<split>.parquet]"),
     shard: Optional[str] = typer.Option(None, help="I/N: score the I-th of N slices of the split (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
     merge: bool = typer.Option(False, help="Join the shard files into the output file."),
-    checkpoint: str = typer.Option("best", help="best | last"),
-    batch_size: int = typer.Option(1024, min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    checkpoint: Checkpoint = "best",
+    batch_size: BatchSize = 1024,
+    device: Device = "auto",
+    json_out: JsonOut = False,
 ) -> None:
     """Predict species for the samples of a split (default: the unlabelled `predict` split), from any subset of modalities.
 
     Example: miam predict runs/geoplant-miam stores/geoplant --format glc --top-k 25
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.store.writer import parse_shard
+    from miam_cli.cli.common import resolve_run, shard_request
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     with Progress("predict", None) as bar:
         res = api.predict(api.load_run(run, checkpoint, device), store, split=split, subsets=subsets, species=species, top_k=top_k,
-                          threshold=threshold, format=fmt, out=out_file, shard=parse_shard(shard_text) if shard_text else None,
-                          merge=merge, batch_size=batch_size, progress=lambda d, t: bar.update(d, t, "samples"))
+                          threshold=threshold, format=fmt, out=out_file, shard=shard_request(shard, merge), merge=merge,
+                          batch_size=batch_size, progress=lambda d, t: bar.update(d, t, "samples"))
     log(f"wrote {res.path} ({res.rows} rows)" + ("; join the shards with --merge" if res.shard else ""))
     if json_out:
         print_json({"file": str(res.path), "rows": res.rows, "columns": res.columns, "split": res.split, "store": str(res.store),
@@ -70,27 +74,26 @@ def map_cmd(
     shard: Optional[str] = typer.Option(None, help="I/N: compute the I-th of N sets of tiles (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
     merge: bool = typer.Option(False, help="Assemble the tiles of every shard into the GeoTIFF."),
     overwrite: bool = typer.Option(False, help="Compute a complete map again (and discard tiles of other settings)."),
-    checkpoint: str = typer.Option("best", help="best | last"),
-    batch_size: int = typer.Option(1024, min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    checkpoint: Checkpoint = "best",
+    batch_size: BatchSize = 1024,
+    device: Device = "auto",
+    json_out: JsonOut = False,
 ) -> None:
     """A species distribution map (Cloud-Optimised GeoTIFF) over a grid, each pixel predicted from the modalities valid there.
 
-    Example: miam map runs/landscape-miam data/landscape/map.yaml --contributions
     An interrupted map resumes tile by tile when run again; SLURM array tasks take --shard, then one --merge.
+
+    Example: miam map runs/landscape-miam data/landscape/map.yaml --contributions
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.store.writer import parse_shard
+    from miam_cli.cli.common import resolve_run, shard_request
 
     if spec is None:
         run_dir, spec = None, run_dir
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     with Progress("map", None) as bar:
         res = api.predict_map(api.load_run(run, checkpoint, device), spec, out=out_file, species=species, contributions=contributions,
-                              tile=tile, shard=parse_shard(shard_text) if shard_text else None, merge=merge, overwrite=overwrite,
+                              tile=tile, shard=shard_request(shard, merge), merge=merge, overwrite=overwrite,
                               batch_size=batch_size, progress=lambda d, t: bar.update(d, t, "tiles"), log=warn)
     rate = f"{res.pixels_per_second:,.0f} px/s" if res.pixels_computed else "no tile left to compute"
     if res.complete:

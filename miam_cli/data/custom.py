@@ -226,17 +226,22 @@ class DatasetSpec(_Spec):
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
+    return load_yaml_model(path, DatasetSpec, "dataset spec", "a YAML mapping (see docs/dataset-spec.md)")
+
+
+def load_yaml_model(path: Path | str, model: type[BaseModel], what: str, shape: str):
+    """A YAML file validated by a pydantic model: every error with its key path, exit 2 (dataset and map specs)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such dataset spec")
+        raise UserError(f"{path}: no such {what}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a dataset spec is a YAML mapping (see docs/dataset-spec.md)")
+        raise UserError(f"{path}: a {what} is {shape}")
     try:
-        return DatasetSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise UserError(format_spec_errors(e, str(path))) from None
 

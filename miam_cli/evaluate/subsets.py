@@ -20,6 +20,7 @@ from miam_cli.evaluate.predict import evaluate, group_visibility
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
 from miam_cli.store.atomic import atomic_write, atomic_write_json
+from miam_cli.store.writer import complete_shard_files
 
 
 @dataclass
@@ -116,15 +117,7 @@ def write_results(run_dir: Path, table: pd.DataFrame) -> Path:
 
 
 def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
-    files = sorted((eval_dir(run_dir) / "shards").glob(f"subsets-{split}-*-of-*.csv"))
-    if not files:
-        raise UserError(f"{eval_dir(run_dir) / 'shards'}: no shard files for split {split!r}; run eval-subsets --shard I/N first")
-    counts = {f.name.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {files[0].parent}: remove the stale ones")
-    expected = int(counts.pop().split(".")[0])
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {files[0].parent}; run the missing shards first")
+    files = complete_shard_files(eval_dir(run_dir) / "shards", f"subsets-{split}-*-of-*.csv", "eval-subsets")
     tables = [pd.read_csv(f) for f in files]
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # empty shards add nothing
     rank = {label: i for i, label in enumerate(order)}

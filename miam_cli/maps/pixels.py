@@ -32,9 +32,11 @@ class PixelTokens:
         """Build the modalities at a few points: refuse (exit 2) what does not reproduce the run's store;
         return the run's modalities the inputs do not compute (never visible)."""
         built = build_modalities(self.inputs.modalities, Context.at(self.inputs.root, lon, lat, "the map grid"), self.inputs.source)
-        self.specs = {m: b.spec for m, b in built.items()}
-        reference = {m: self.store.meta.modalities[m] for m in self.names}
-        missing = check_same_modalities(reference, self.specs, run_label, self.inputs.source, allow_missing=True)
+        specs = {m: b.spec for m, b in built.items()}
+        # every modality named must be one of the store's, as it was there; only those the run reads are computed
+        check_same_modalities(self.store.meta.modalities, specs, run_label, self.inputs.source, allow_missing=True)
+        self.specs = {m: spec for m, spec in specs.items() if m in self.names}
+        missing = [m for m in self.names if m not in self.specs]
         if len(missing) == len(self.names):
             raise UserError(f"{self.inputs.source} computes none of the modalities the run reads ({', '.join(self.names)})")
         return missing

@@ -47,7 +47,7 @@ def _panel(fig, ax, name: str, values: np.ndarray, bits: dict, extent) -> None:
     masked = np.ma.masked_invalid(values)
     if name == "coverage":
         labels = {v: "+".join(g for g, bit in bits.items() if int(v) & bit) for v in np.unique(masked.compressed())}
-        cmap = plt.get_cmap("Set2", max(len(labels), 1))
+        cmap = plt.get_cmap("tab10", max(len(labels), 1))
         codes = {v: i for i, v in enumerate(sorted(labels))}
         im = ax.imshow(np.ma.masked_invalid(np.vectorize(lambda v: codes.get(v, np.nan))(values)), cmap=cmap, extent=extent,
                        vmin=-0.5, vmax=len(labels) - 0.5, interpolation="nearest")

@@ -22,10 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from miam_cli.data.custom import DatasetSpec, Modality, format_spec_errors, load_spec, spec_root
+from miam_cli.data.custom import DatasetSpec, Modality, format_spec_errors, load_spec, load_yaml_model, spec_root
 from miam_cli.errors import UserError
 
 LOCATION_KINDS = ("raster_values", "raster_patches", "cube", "location")
@@ -89,19 +88,7 @@ class MapInputs:
 
 
 def load_map_spec(path: Path | str) -> MapSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such map spec")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a map spec is a YAML mapping with a grid (see docs/maps.md)")
-    try:
-        return MapSpec.model_validate(data)
-    except ValidationError as e:
-        raise UserError(format_spec_errors(e, str(path))) from None
+    return load_yaml_model(path, MapSpec, "map spec", "a YAML mapping with a grid (see docs/maps.md)")
 
 
 def map_inputs(spec: MapSpec, spec_path: Path, store_provenance: dict) -> MapInputs:

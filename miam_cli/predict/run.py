@@ -28,6 +28,7 @@ from miam_cli.predict.tables import FORMATS, SUFFIX, TableWriter, glc_rows, read
 from miam_cli.store.compat import check_same_modalities
 from miam_cli.store.reader import TokenStore
 from miam_cli.store.schema import PREDICT_SPLIT
+from miam_cli.store.writer import complete_shard_files
 
 DEFAULT_TOP_K = {"parquet": 10, "csv": 10, "glc": 25}
 
@@ -167,16 +168,7 @@ def _columns(run: LoadedRun, specs, species, top_k, req: PredictRequest) -> list
 
 def _merge(result: PredictResult, req: PredictRequest) -> PredictResult:
     out = result.path
-    folder = out.parent / f"{out.name}.shards"
-    files = sorted(folder.glob(f"{out.stem}-*-of-*{out.suffix}"))
-    if not files:
-        raise UserError(f"{folder}: no shard files; run predict --shard I/N first")
-    counts = {f.stem.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {folder}: remove the stale ones")
-    expected = int(counts.pop())
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {folder}; run the missing shards first")
+    files = complete_shard_files(out.parent / f"{out.name}.shards", f"{out.stem}-*-of-*{out.suffix}", "predict")
     writer = TableWriter(out, "csv" if req.format == "glc" else req.format)
     try:
         for f in files:

@@ -75,6 +75,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def complete_shard_files(folder: Path, pattern: str, command: str) -> list[Path]:
+    """Every shard file (`...-III-of-NNN.ext`) matching `pattern` in `folder`, sorted; refused (exit 2) when there
+    is none, when they come from different shard counts, or when some shard has not written its file."""
+    files = sorted(Path(folder).glob(pattern))
+    if not files:
+        raise UserError(f"{folder}: no shard files ({pattern}); run {command} --shard I/N first")
+    counts = {f.name.rsplit("-of-", 1)[1].split(".")[0] for f in files}
+    if len(counts) != 1:
+        raise UserError(f"shard files of different shard counts in {folder} ({pattern}): remove the stale ones")
+    expected = int(counts.pop())
+    if len(files) != expected:
+        raise UserError(f"{len(files)} of {expected} shard files present in {folder} ({pattern}); run the missing shards first")
+    return files
+
+
 class StoreWriter:
     def __init__(self, path: Path, plan: StorePlan, chunk_size: int = 256):
         self.path = Path(path)
