@@ -174,6 +174,10 @@ def test_shards_then_merge(landscape, landscape_run, small_tiles_map, tmp_path, 
         code, _, err = cli("map", *common, "--shard", f"{i}/2")
         assert code == 0 and "--merge" in err, err
         assert not (tmp_path / "map.tif").exists()
+    (tmp_path / "map.tif.parts" / "tile-000005.npz").rename(tmp_path / "tile-000005.npz")
+    code, _, err = cli("map", *common, "--merge")
+    assert code == 2 and "1 of 6 tile(s) not computed yet (first: 5)" in " ".join(err.split())
+    (tmp_path / "tile-000005.npz").rename(tmp_path / "map.tif.parts" / "tile-000005.npz")
     code, out, err = cli("map", *common, "--merge")
     assert code == 0, err
     np.testing.assert_array_equal(read_map(tmp_path / "map.tif")[0], read_map(small_tiles_map)[0])

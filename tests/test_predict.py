@@ -18,6 +18,7 @@ import yaml
 from miam_cli.data.custom import load_spec, plan_custom
 from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
 from miam_cli.data.prepare import run_prepare
+from miam_cli.errors import UserError
 from miam_cli.evaluate.predict import group_visibility, predict as model_predict
 from miam_cli.evaluate.run import open_run
 from miam_cli.store.reader import TokenStore
@@ -83,6 +84,13 @@ def test_geoplant_test_surveys_without_species_are_the_predict_split(tmp_path):
     train_meta = pd.read_csv(metadata_path(raw, "train"))
     train_species = set(train_meta["speciesId"].dropna().map(lambda v: str(int(v))))
     assert set(store.classes["original_id"]) <= train_species
+    assert store.report["splits"] == store.meta.splits
+    # --like: the same files prepared for a model trained on that store; another patch grid is refused
+    plan, _ = plan_geoplant(raw, GeoPlantOptions(like=tmp_path / "store"))
+    assert plan.classes[["class_index", "original_id"]].equals(store.classes[["class_index", "original_id"]])
+    assert plan.normalization == {m: s.normalization for m, s in store.meta.modalities.items()}
+    with pytest.raises(UserError, match="modality sentinel2: axis patch is"):
+        plan_geoplant(raw, GeoPlantOptions(like=tmp_path / "store", grid=2))
 
 
 # ================================================================ --like

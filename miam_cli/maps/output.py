@@ -56,6 +56,12 @@ class TileParts:
     def write(self, tile: int, bands: np.ndarray, valid_pixels: int, efficiency_gap: float) -> None:
         atomic_write(self._file(tile), lambda p: _save(p, bands, valid_pixels, efficiency_gap))
 
+    def check_complete(self) -> None:
+        missing = self.pending()
+        if missing:
+            raise UserError(f"{self.dir}: {len(missing)} of {len(self.tiles)} tile(s) not computed yet (first: {missing[0]}); "
+                            "run the remaining shards first")
+
     def stats(self) -> dict:
         """Valid pixels and the largest efficiency gap over every tile on disk (whoever computed it)."""
         valid, gap = 0, 0.0
@@ -69,9 +75,7 @@ class TileParts:
         import rasterio
         from rasterio.shutil import copy as raster_copy
 
-        missing = self.pending()
-        if missing:
-            raise UserError(f"{self.dir}: {len(missing)} tile(s) not computed yet (first: {missing[0]}); run the remaining shards first")
+        self.check_complete()
         fd, tmp = tempfile.mkstemp(prefix=".tiles.", suffix=".tif", dir=self.dir)
         os.close(fd)
         profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": len(names), "dtype": "float32",

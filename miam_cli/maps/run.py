@@ -96,9 +96,11 @@ def run_map(run: LoadedRun, req: MapRequest, device="cpu", progress: Callable[[i
             progress(done, len(todo))
     seconds = time.monotonic() - start
     pending = len(parts.pending())
-    complete = pending == 0 and not req.sharded
-    stats = parts.stats() if complete else {}
+    complete = req.merge or (pending == 0 and not req.sharded)  # --merge refuses, naming the first missing tile
+    stats = {}
     if complete:
+        parts.check_complete()
+        stats = parts.stats()
         parts.assemble(grid, plan.names, _tags(run, plan, never, stats))
     return MapResult(out, complete, grid.width, grid.height, plan.names, len(tiles), len(todo), pending, computed,
                      stats.get("valid_pixels", valid), seconds, stats.get("efficiency_gap") if plan.contributions else None,

@@ -275,4 +275,5 @@ def _report(faults: list[dict], samples: pd.DataFrame, modalities: list[str], dr
         "missing_rate": {m: float(1 - samples[f"has_{m}"].mean()) if len(samples) else 0.0 for m in modalities},
         "dropped": dropped,
         "samples": len(samples),
+        "splits": split_counts(samples["split"]),
     }
