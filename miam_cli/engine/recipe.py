@@ -46,6 +46,13 @@ class MaskingSection(_Section):
     lam: float = Field(1.0, ge=0, le=10, alias="lambda", description="MIAM imbalance strength")
     w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
     w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
+    kappa_per_token: float = Field(0.0, ge=0, le=100, description=(
+        "beta-cube/miam: masked-end sharpness at least this times the modality's token count (0: the paper's kappa for all)"))
+    monitor: Literal["paper", "noise-aware"] = Field(
+        "paper", description="imbalance monitor: the paper's d_m = |Δs_m|, or d_m beyond its paired standard error with bounded r_m steps")
+    window: int = Field(2, ge=1, le=20, description="noise-aware monitor: evaluations the learning speed spans")
+    noise_z: float = Field(1.0, ge=0, le=10, description="noise-aware monitor: standard errors subtracted from |Δs_m|")
+    max_step: float = Field(2.0, gt=1, le=1000, description="noise-aware monitor: largest factor r_m may change by per update")
     monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
     monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
@@ -64,7 +71,7 @@ class MaskingSection(_Section):
         """The parameters the chosen strategy accepts (the others are ignored, not errors)."""
         per = {
             "constant": ("value",), "dirichlet": ("alpha",), "dropout": ("q",),
-            "beta-cube": ("kappa", "w0", "w1"), "miam": ("kappa", "lam", "w0", "w1"),
+            "beta-cube": ("kappa", "w0", "w1", "kappa_per_token"), "miam": ("kappa", "lam", "w0", "w1", "kappa_per_token"),
         }
         return {k: getattr(self, k) for k in per.get(self.strategy, ())}
 

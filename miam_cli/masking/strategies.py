@@ -319,10 +319,17 @@ class MixProdBeta(MaskingStrategy):
     """beta-cube: corner-anchored mixture of product Betas (static, all r_m = 1).
 
     A corner c is drawn first (see sample_corners), then p_m ~ Beta(1, κ·r_m^(−λ)) where c_m = 0 and
-    p_m ~ Beta(κ·r_m^(+λ), 1) where c_m = 1, by their closed-form inverse CDFs
+    p_m ~ Beta(κ_m·r_m^(+λ), 1) where c_m = 1, by their closed-form inverse CDFs
     (Beta(1,b): 1 − (1−u)^(1/b); Beta(a,1): u^(1/a)), one uniform per entry. The random numbers
     drawn do not depend on r, so MIAM with λ = 0 gives exactly beta-cube's draws for the same seed.
     For beta-cube r stays 1, so ``lam`` has no effect there.
+
+    κ_m = κ (the paper) unless ``kappa_per_token`` = g > 0, then κ_m = max(κ, g·T_m) for a modality of
+    T_m tokens. Why: at a masked end every token is masked with probability p ~ Beta(a, 1), so the whole
+    modality is masked with probability E[p^T] = a/(a + T). With the paper's κ = 10, tabular's 58
+    tokens are all masked in only 15% of its masked corners, so "Sentinel-2 alone" — the input the weak
+    modality has to learn from — is a 0.25% event. g = 1 makes every masked corner hide the whole
+    modality at least half of the time, for any token count, and still leaves full support.
     """
 
     name = "beta-cube"
@@ -331,11 +338,19 @@ class MixProdBeta(MaskingStrategy):
         "lam": Param(1.0, lambda x: x >= 0.0, ">= 0"),
         "w0": Param(0.25, _in_unit, "in [0, 1]"),
         "w1": Param(0.25, _in_unit, "in [0, 1]"),
+        "kappa_per_token": Param(0.0, lambda x: x >= 0.0, ">= 0"),
     }
 
-    def __init__(self, num_modalities: int, **params: Any):
+    def __init__(self, num_modalities: int, tokens: list[int] | None = None, **params: Any):
         super().__init__(num_modalities, **params)
         self.ratios = torch.ones(num_modalities, dtype=torch.float64)
+        if tokens is not None and (len(tokens) != num_modalities or min(tokens) < 1):
+            raise ValueError(f"tokens: expected {num_modalities} counts >= 1, got {tokens}")
+        per_token = self.values["kappa_per_token"]
+        if per_token > 0 and tokens is None:
+            raise UserError("masking.kappa_per_token needs the number of tokens of each modality")
+        t = torch.tensor(tokens if tokens is not None else [0] * num_modalities, dtype=torch.float64)
+        self.kappa_masked = torch.clamp(per_token * t, min=self.values["kappa"])  # κ_m at the masked end
 
     def _check_params(self) -> None:
         w = self.values["w0"] + self.values["w1"]
@@ -349,7 +364,7 @@ class MixProdBeta(MaskingStrategy):
         corners = sample_corners(batch_size, self.num_modalities, v["w0"], v["w1"], generator)
         u = _rand((batch_size, self.num_modalities), generator).double()
         tilt = self.ratios.to(u.device) ** v["lam"]  # r^λ: > 1 pushes a dominant modality towards p = 1
-        a, b = v["kappa"] * tilt, v["kappa"] / tilt
+        a, b = self.kappa_masked.to(u.device) * tilt, v["kappa"] / tilt
         near_one = torch.exp(torch.log(u) / a)  # Beta(a, 1)
         near_zero = -torch.expm1(torch.log1p(-u) / b)  # Beta(1, b), accurate for tiny p
         return torch.where(corners, near_one, near_zero)
@@ -385,9 +400,12 @@ STRATEGIES: dict[str, type[MaskingStrategy]] = {
 }
 
 
-def make_strategy(name: str, num_modalities: int, **params: Any) -> MaskingStrategy:
-    """Build a strategy by name; UserError for an unknown name or a bad parameter."""
+def make_strategy(name: str, num_modalities: int, tokens: list[int] | None = None, **params: Any) -> MaskingStrategy:
+    """Build a strategy by name; UserError for an unknown name or a bad parameter. `tokens`: each
+    modality's token count (used by MixProdBeta's ``kappa_per_token``; ignored by the others)."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise UserError(f"masking: unknown strategy {name!r} (valid: {', '.join(STRATEGIES)})")
+    if issubclass(cls, MixProdBeta):
+        return cls(num_modalities, tokens=tokens, **params)
     return cls(num_modalities, **params)
