@@ -53,6 +53,22 @@ def test_custom_points_without_labels_go_to_the_predict_split(landscape, landsca
     assert abs(store.meta.splits["train"] / labelled - 0.7) < 0.1
 
 
+@pytest.mark.parametrize("labels, cells, counts", [
+    ({"class": "c"}, {"c": ["a", None, "b", "a"]}, [1, 0, 1, 1]),
+    ({"species": "s"}, {"s": ["a b", None, "[]", "b"]}, [2, 0, 0, 1]),  # `[]`: surveyed, nothing found
+    ({"presence": ["p", "q"]}, {"p": [1, None, 0, 0], "q": [0, None, 0, 1]}, [1, 0, 0, 1]),  # all 0: an absence
+])
+def test_an_empty_label_cell_is_unlabelled_for_every_kind_of_label(tmp_path, labels, cells, counts):
+    table = pd.DataFrame({"id": ["p1", "p2", "p3", "p4"], "lon": [1.0, 1.1, 1.2, 1.3], "lat": [45.0] * 4, **cells})
+    table.to_csv(tmp_path / "points.csv", index=False)
+    spec = {"points": {"path": "points.csv", "labels": labels, "split": {"fractions": [1.0, 0.0, 0.0]}},
+            "modalities": {"where": {"kind": "location", "scales": 2}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    plan, _ = plan_custom(load_spec(tmp_path / "spec.yaml"), tmp_path / "spec.yaml")
+    assert list(plan.samples["split"]) == ["train", "predict", "train", "train"] and plan.split_info["predict"] == 1
+    assert [len(lab) for lab in plan.samples["labels"]] == counts
+
+
 def test_unlabelled_drop_leaves_them_out_and_says_so(landscape, tmp_path):
     spec = yaml.safe_load((landscape / "spec.yaml").read_text())
     spec["root"], spec["points"]["unlabelled"] = str(landscape), "drop"
