@@ -288,11 +288,14 @@ def read_cube(path: Path) -> np.ndarray:
 
 
 def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
-    """[4, H, W] -> [4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col."""
-    b, h, w = image.shape
+    """[..., 4, H, W] -> [..., 4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
+
+    Leading axes (several images at once) are kept.
+    """
+    *lead, b, h, w = image.shape
     sh, sw = h // grid, w // grid
-    x = image[:, : sh * grid, : sw * grid].reshape(b, grid, sh, grid, sw).transpose(0, 1, 3, 2, 4)
-    return x.reshape(b * grid * grid, sh * sw)
+    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
+    return x.reshape(*lead, b * grid * grid, sh * sw)
 
 
 def landsat_tokens(cube: np.ndarray) -> np.ndarray:

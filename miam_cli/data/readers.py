@@ -94,8 +94,10 @@ class FileSource:
     def read(self, rows: range, sample_ids: list[str], modality: str):
         T, F = self.reader.shape
         values, valid, faults = np.zeros((len(rows), T, F), np.float32), np.zeros((len(rows), T), bool), []
-        if hasattr(self.reader, "prefetch"):  # readers that can read many keys' inputs at once
-            self.reader.prefetch([self.keys[r] for r in rows])
+        if hasattr(self.reader, "read_many"):  # readers that can read many keys' inputs at once
+            many = self.reader.read_many([self.keys[r] for r in rows])
+            if many is not None:
+                return many[0], many[1], []
         for j, r in enumerate(rows):
             try:
                 tokens, ok = self.reader(self.keys[r])
@@ -341,14 +343,13 @@ class RasterWindowReader:
     size: int
     grid: int
     _src: object = field(default=None, repr=False, compare=False)
-    _block: tuple | None = field(default=None, repr=False, compare=False)  # (row, col, values, bad) from `prefetch`
 
     def __post_init__(self):
         if self.size % self.grid:
             raise UserError(f"grid {self.grid} must divide the window size {self.size}")
 
     def __getstate__(self):  # an open dataset handle does not cross process boundaries
-        return {**self.__dict__, "_src": None, "_block": None}
+        return {**self.__dict__, "_src": None}
 
     def _open(self):
         if self._src is None:
@@ -357,35 +358,38 @@ class RasterWindowReader:
             self._src = rasterio.open(self.path)
         return self._src
 
-    def prefetch(self, keys: list) -> None:
-        """Read the block covering every window of `keys` at once, when it is small (a map tile; dense points)."""
-        self._block = None
+    def read_many(self, keys: list) -> tuple[np.ndarray, np.ndarray] | None:
+        """Tokens [n, T, F] and validity [n, T] of every key's window, cut from one block read (a map tile, dense
+        points); None when the block would be too large (scattered points): then each window is read alone."""
+        block = self._covering_block(keys)
+        if block is None:
+            return None
+        r0, c0, values, bad = block
+        rows = np.asarray([int(k[0]) for k in keys]) - self.size // 2 - r0
+        cols = np.asarray([int(k[1]) for k in keys]) - self.size // 2 - c0
+        shape = (self.size, self.size)
+        windows = np.lib.stride_tricks.sliding_window_view(values, shape, axis=(1, 2))[:, rows, cols].swapaxes(0, 1)
+        masks = np.lib.stride_tricks.sliding_window_view(bad, shape, axis=(1, 2))[:, rows, cols].swapaxes(0, 1)
+        valid = ~patch_tokens(masks, self.grid).any(axis=-1)
+        return np.where(valid[..., None], patch_tokens(windows, self.grid), 0.0).astype(np.float32), valid
+
+    def _covering_block(self, keys: list) -> tuple | None:
+        """(row, col, values, bad) of the block covering every window of `keys`, when it is small enough to read."""
         if not keys:
-            return
+            return None
         rows, cols = np.asarray([k[0] for k in keys]), np.asarray([k[1] for k in keys])
         half = self.size // 2
         r0, c0 = int(rows.min()) - half, int(cols.min()) - half
         h, w = int(rows.max()) - half + self.size - r0, int(cols.max()) - half + self.size - c0
-        if h * w <= BLOCK_PIXELS:
-            self._block = (r0, c0, *read_block(self._open(), r0, c0, h, w))
+        return (r0, c0, *read_block(self._open(), r0, c0, h, w)) if h * w <= BLOCK_PIXELS else None
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.bands) * self.grid**2, (self.size // self.grid) ** 2
 
     def __call__(self, key):
-        row, col = int(key[0]) - self.size // 2, int(key[1]) - self.size // 2
-        values, bad = self._window(row, col)
-        tokens = patch_tokens(values, self.grid)
-        return tokens, ~patch_tokens(bad.astype(np.float32), self.grid).any(axis=1)
-
-    def _window(self, row: int, col: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._block is not None:
-            r0, c0, values, bad = self._block
-            r, c = row - r0, col - c0
-            if 0 <= r and r + self.size <= values.shape[1] and 0 <= c and c + self.size <= values.shape[2]:
-                return values[:, r : r + self.size, c : c + self.size], bad[:, r : r + self.size, c : c + self.size]
-        return read_block(self._open(), row, col, self.size, self.size)
+        values, bad = read_block(self._open(), int(key[0]) - self.size // 2, int(key[1]) - self.size // 2, self.size, self.size)
+        return patch_tokens(values, self.grid), ~patch_tokens(bad, self.grid).any(axis=1)
 
 
 def grid_index(lon, lat, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
