@@ -53,12 +53,16 @@ MIAM_PAPER_WHOLE = ["masking.strategy=miam", "masking.monitor=paper", "masking.k
 BASELINES = {s: [f"masking.strategy={s}"] for s in ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube")}
 CONFIGS = {**BASELINES, "miam-paper": MIAM_PAPER, "miam-noise": MIAM_NOISE, "miam-noise-whole": MIAM_NOISE_WHOLE,
            "miam-paper-whole": MIAM_PAPER_WHOLE, "beta-cube-whole": ["masking.strategy=beta-cube", "masking.kappa_per_token=1"],
-           "miam-noise-whole-lam0.5": [*MIAM_NOISE_WHOLE, "masking.lambda=0.5"]}
+           "miam-noise-whole-lam0.5": [*MIAM_NOISE_WHOLE, "masking.lambda=0.5"],
+           "miam-noise-whole3": ["masking.strategy=miam", "masking.monitor=noise-aware", "masking.kappa_per_token=3"]}
+# what every study trains: the seven baselines, MIAM as the paper writes it, and the variants of issue 13
+MAIN = [*BASELINES, "miam-paper", "miam-noise", "miam-noise-whole", "miam-noise-whole3"]
 # the paper's ablation chain, extended by this project's two changes
 CHAIN = ["uniform", "uniform-cube", "beta-cube", "miam-paper", "miam-noise", "miam-noise-whole"]
 LABELS = {"miam-paper": "miam (paper)", "miam-noise": "miam (noise-aware monitor)",
           "miam-noise-whole": "miam (noise-aware, whole-modality corners)", "miam-paper-whole": "miam (paper monitor, whole-modality corners)",
-          "beta-cube-whole": "beta-cube (whole-modality corners)", "miam-noise-whole-lam0.5": "miam (noise-aware, whole, λ=0.5)"}
+          "beta-cube-whole": "beta-cube (whole-modality corners)", "miam-noise-whole-lam0.5": "miam (noise-aware, whole, λ=0.5)",
+          "miam-noise-whole3": "miam (noise-aware, whole-modality corners ×3)"}
 
 
 def log(msg: str) -> None:
@@ -74,7 +78,7 @@ class Study:
     oracles: dict[str, str]  # oracle name -> `modalities=` override
     overrides: list[str] = field(default_factory=list)
     selectors: list[str] = field(default_factory=list)
-    configs: list[str] = field(default_factory=lambda: list(CONFIGS))
+    configs: list[str] = field(default_factory=lambda: list(MAIN))
 
 
 def geoplant_data(work: Path, surveys: int, version: int) -> Path:

@@ -80,26 +80,32 @@ def predict(run: RunLike, store: str | Path | None = None, *, split: str = "pred
 
 
 def evaluate_subsets(run: RunLike, *, split: str = "test", subsets: list[str] | None = None, shard: tuple[int, int] | None = None,
-                     merge: bool = False, batch_size: int = 1024, progress: Progress = None) -> SubsetTable:
+                     merge: bool = False, batch_size: int = 1024, plot_format: str = "png", progress: Progress = None) -> SubsetTable:
     """The model on every non-empty subset of its modalities (`subsets=None`), `unimodal`, or selectors."""
     from miam_cli.evaluate.subsets import run_eval_subsets
 
     run = _opened(run)
-    table, path = run_eval_subsets(run, split, run.which, subsets, shard, merge, batch_size, _device(run), progress)
+    table, path = run_eval_subsets(run, split, run.which, subsets, shard, merge, batch_size, _device(run), progress, plot_format)
     return SubsetTable(table, Path(path))
 
 
 def attribute(run: RunLike, *, modality: str | None = None, by: str | None = None, target: str = "global", split: str = "test",
               context: str = "all", budget: int = 2000, tolerance: float = 0.01, seed: int = 0, exact_max: int = 10,
               max_samples: int | None = None, sampler: str = "kernel", shard: tuple[int, int] | None = None, merge: bool = False,
-              out: str | Path | None = None, log: Callable[[str], None] = lambda _m: None) -> AttributionReport:
-    """Shapley values of the modalities, or of one modality's tokens grouped by an axis (band, year, patch, ...)."""
+              out: str | Path | None = None, plot_format: str = "png", log: Callable[[str], None] = lambda _m: None,
+              progress=None) -> AttributionReport:
+    """Shapley values of the modalities, or of one modality's tokens grouped by an axis (band, year, patch, ...).
+    `progress(evaluations, planned, largest standard error, stopping error)` hears from the samplers."""
     from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
 
     run = _opened(run)
-    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples, shard, sampler)
+    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples, shard, sampler,
+                             plot_format)
     out = Path(out) if out else None
-    res = merge_attribution(run, req, out, _device(run)) if merge else run_attribution(run, req, out, _device(run), log=log)
+    if merge:
+        res = merge_attribution(run, req, out, _device(run))
+    else:
+        res = run_attribution(run, req, out, _device(run), log=log, progress=progress)
     if "shard_file" in res:
         return AttributionReport(res["result"], res["meta"], {}, None, Path(res["shard_file"]))
     return AttributionReport(res["result"], res["meta"], res["efficiency"], Path(res["dir"]) / f"{res['stem']}.csv")

@@ -246,3 +246,31 @@ def test_whole_modality_dropout_run_warns_for_band_attribution(tiny_store, tiny_
     doc, err = attribute(cli, run, tmp_path / "modalities")
     assert doc["meta"]["warning"] is None and "warning" not in err
     assert math.isfinite(doc["v_all"])
+
+
+@pytest.mark.parametrize("sampler", ["kernel", "permutation"])
+def test_sampling_tells_its_progress_and_estimates_the_time_first(evaluated_run, tmp_path, sampler):
+    from miam_cli.attribution.run import AttributionRequest, run_attribution
+
+    calls, logs = [], []
+    req = AttributionRequest(modality="image", by="token", exact_max=3, budget=2500, max_samples=60, tolerance=1e-9,
+                             sampler=sampler)  # several batches (512 coalitions each for kernel, 1088 for permutation)
+    res = run_attribution(evaluated_run, req, tmp_path, log=logs.append, progress=lambda *a: calls.append(a))
+    estimate = next(line for line in logs if "coalition evaluations, about" in line)
+    assert estimate.startswith("16 players (token), 60 test samples: up to 2,500 coalition evaluations, about ")
+    result = res["result"]
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and done[-1] == result.evaluations <= 2500 and len(calls) >= 2
+    assert {c[1] for c in calls} == {2500}  # evaluations are counted against the budget
+    largest, target = calls[-1][2], calls[-1][3]
+    # the last report is the result's: its largest standard error, and the tolerance x the spread of φ
+    assert largest == pytest.approx(float(np.max(result.std_errors)), rel=1e-9)
+    assert target == pytest.approx(1e-9 * float(result.values.max() - result.values.min()), rel=1e-9)
+
+
+def test_attribute_shows_a_plain_progress_line_in_batch_logs(evaluated_run, cli, tmp_path):
+    code, _, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--modality", "image", "--by", "token",
+                       "--exact-max", "3", "--budget", "200", "--max-samples", "60")
+    assert code == 0, err
+    assert "up to 200 coalition evaluations, about" in err
+    assert any(line.startswith("attribute: ") and "/200 (" in line and "std error" in line for line in err.splitlines()), err

@@ -338,6 +338,21 @@ def budget_for_errors(method: str, num_players: int) -> int:
     return FIXED_COST[method] + UNITS_FOR_ERRORS[method](num_players) * UNIT_COST[method](num_players)
 
 
+ProgressFn = Callable[[int, "float | None", "float | None"], None]
+
+
+def report_progress(progress: ProgressFn | None, evaluations: int, values: np.ndarray | None, errors: np.ndarray | None,
+                    tolerance: float) -> None:
+    """Tell `progress(evaluations, largest standard error, the error that stops sampling)`; the errors
+    are None while unknown (fewer than two samples, or KernelSHAP before P pairs)."""
+    if progress is None:
+        return
+    if values is None or errors is None or not np.isfinite(errors).all():
+        progress(evaluations, None, None)
+        return
+    progress(evaluations, float(errors.max()), tolerance * float(values.max() - values.min()))
+
+
 def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys: list[bytes], rows_per_pair: int) -> int:
     """How many leading pairs of a batch (``rows_per_pair`` coalition keys each) fit in what is left
     of ``budget`` since the cache stood at ``start`` evaluations; cached or repeated coalitions are free."""
@@ -363,6 +378,8 @@ class PermutationSampler:
     for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
     asked for, the exact values come from the cache at no further cost.
     """
+
+    progress: ProgressFn | None = None  # told after every batch: (evaluations, largest error, stopping error)
 
     def __init__(
         self,
@@ -410,6 +427,8 @@ class PermutationSampler:
                 prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
                 perms = perms[: 2 * affordable]
                 tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
+                report_progress(self.progress, self.cache.evaluations - start, tracker.mean,
+                                tracker.std_errors if tracker.count >= 2 else None, self.tolerance)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
@@ -560,6 +579,8 @@ class KernelSampler:
     max(``min_pairs``, P) pairs, so that A is well determined), budget, or ``pairs`` for shards.
     """
 
+    progress: ProgressFn | None = None  # told after every batch: (evaluations, largest error, stopping error)
+
     def __init__(
         self,
         value_fn: ValueFn | CoalitionCache,
@@ -599,18 +620,21 @@ class KernelSampler:
             coalitions = kernel_pairs(seed, first_pair + tracker.count, wanted, self.num_players)
             keys = self.cache.keys(coalitions)
             affordable = self._affordable_pairs(keys, start)
+            solved = None
             if affordable:
                 rows = 2 * affordable
                 gains = self.cache.values(coalitions[:rows], keys[:rows]) - v_none
                 tracker.update(coalitions[:rows], gains)
+                # tolerance 0 can never be met: skip the solve (it costs more than the sampling at large budgets)
+                if pairs is None and self.tolerance > 0 and tracker.count >= self.min_pairs:
+                    solved = tracker.solve(v_all - v_none)
+                report_progress(self.progress, self.cache.evaluations - start, *(solved or (None, None)), self.tolerance)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
                 return _exact_result(self.cache.values(all_coalitions(self.num_players)),
                                      self.players, self.cache.evaluations - start)
-            # tolerance 0 can never be met: skip the solve (it costs more than the sampling at large budgets)
-            if pairs is None and self.tolerance > 0 and tracker.count >= self.min_pairs \
-                    and _converged(*tracker.solve(v_all - v_none), self.tolerance):
+            if solved is not None and _converged(*solved, self.tolerance):
                 break
         if tracker.count == 0:
             raise ValueError(f"budget of {self.budget} coalition evaluations cannot pay for one pair after v(none) and v(all)")

@@ -26,6 +26,7 @@ from miam_cli.errors import UserError
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
+from miam_cli.plotstyle import AXIS_LABELS, METRIC_LABELS, metric_label
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
 from miam_cli.store.writer import complete_shard_files
 
@@ -46,6 +47,7 @@ class AttributionRequest:
     max_samples: int | None = None
     shard: tuple[int, int] | None = None
     sampler: str = "kernel"  # above exact_max players: paired KernelSHAP, or antithetic permutations
+    plot_format: str = "png"  # png (200 dpi) | svg | pdf
 
     @property
     def sharded(self) -> bool:
@@ -93,7 +95,7 @@ def reused_subset_values(run: LoadedRun, players: Players, req: AttributionReque
     return values if len(values) == 2 ** len(players.names) - 1 else None
 
 
-def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None) -> ShapleyResult:
+def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None, progress=None) -> ShapleyResult:
     P = len(players.names)
     if reuse is not None:
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
@@ -105,6 +107,7 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     if req.sampler not in SAMPLERS:
         raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
+    sampler.progress = progress
     if not req.sharded:
         return sampler.run()
     i, n = req.shard
@@ -112,7 +115,35 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
-def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print) -> dict:
+def planned_evaluations(players: Players, req: AttributionRequest, reuse: dict | None) -> int:
+    """Coalition evaluations the estimate will spend at most: 1 when eval-subsets' table is reused,
+    2^P when exact, else the budget (or this shard's share of it)."""
+    P = len(players.names)
+    if reuse is not None:
+        return 1
+    if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
+        return 2 ** P
+    return req.budget // req.shard[1] if req.sharded else req.budget
+
+
+def time_per_evaluation(game: ModelGame, seed: int = 0, coalitions: int = 32) -> float:
+    """Seconds per coalition evaluation, measured on a batch of random half-size coalitions after a
+    first call (which embeds the split's tokens once). These calibration evaluations are extra: the
+    estimators count only their own."""
+    import time
+
+    P = len(game.players.names)
+    game(np.ones((1, P), bool))
+    draws = np.random.default_rng(seed).random((coalitions, P)) < 0.5
+    start = time.perf_counter()
+    game(draws)
+    return (time.perf_counter() - start) / coalitions
+
+
+def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
+                    progress=None) -> dict:
+    """`progress(evaluations, planned, largest standard error, stopping error)`, when given, hears
+    from the samplers after every batch; a time estimate for the plan is logged before it starts."""
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
@@ -125,7 +156,14 @@ def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir:
         raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
-    result = estimate(game, players, req, reuse)
+    planned = planned_evaluations(players, req, reuse)
+    if planned > 1:
+        seconds = planned * time_per_evaluation(game, req.seed, min(32, planned))
+        log(f"{len(players.names)} players ({players.axis}), {len(game.batch):,} {req.split} samples: "
+            f"up to {planned:,} coalition evaluations, about {_duration(seconds)} at the speed just measured"
+            + ("" if planned == 2 ** len(players.names) else "; --budget sets the most, --tolerance stops sooner"))
+    tell = None if progress is None else (lambda done, largest, target: progress(done, planned, largest, target))
+    result = estimate(game, players, req, reuse, tell)
     if not np.isfinite(result.std_errors).all() and not req.sharded:
         log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
@@ -150,11 +188,28 @@ def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_di
 
 
 def _report(result: ShapleyResult, players: Players, out: Path, stem: str, meta: dict, req: AttributionRequest) -> dict:
-    kind = PLOT_KIND.get(players.axis, "bars")
-    title = f"{meta['target']} — {'modalities' if players.modality is None else f'{players.modality} by {players.axis}'}"
-    write_report(result, out, stem, kind, players.names, players.grid, title, meta, summary_file=None)
+    kind, title = PLOT_KIND.get(players.axis, "bars"), report_title(players, meta["target"])
+    write_report(result, out, stem, kind, players.names, players.grid, title, meta, summary_file=None, plot_format=req.plot_format)
     _write_summary(out)
-    return {"stem": stem, "dir": str(out), "result": result, "meta": meta, "efficiency": efficiency_check(result)}
+    return {"stem": stem, "dir": str(out), "result": result, "meta": meta, "efficiency": efficiency_check(result),
+            "title": title, "figure": f"{stem}.{req.plot_format}"}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def report_title(players: Players, target: str) -> str:
+    """`Contribution of each sentinel2 spectral band to the macro AUC`: what was shared out, and what."""
+    what = "input modality" if players.modality is None else f"{players.modality} {AXIS_LABELS.get(players.axis, players.axis)}"
+    return f"Contribution of each {what} to the {TARGET_WORDS.get(target, target)}"
+
+
+TARGET_WORDS = {**{m: metric_label(m) for m in METRIC_LABELS}, "-loss": "mean loss (its decrease)"}
 
 
 def _write_summary(out: Path) -> None:
@@ -165,7 +220,7 @@ def _write_summary(out: Path) -> None:
         if "result" not in doc:
             continue
         result = ShapleyResult.from_dict(doc["result"])
-        text = markdown_summary(result, doc.get("title", f.stem), f"{f.stem}.png")
+        text = markdown_summary(result, doc.get("title", f.stem), doc.get("figure", f"{f.stem}.png"))
         if doc.get("meta", {}).get("warning"):
             text += f"\n> **Coverage warning:** {doc['meta']['warning']}\n"
         parts.append(text)

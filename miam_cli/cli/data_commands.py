@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from miam_cli.cli.common import Progress, default_path, log, out, print_json, print_table, shard_from_env, warn
+from miam_cli.cli.options import App
 
 # Options every `prepare` command shares (one definition, so their help cannot drift apart)
 Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
@@ -19,9 +20,9 @@ SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summa
 Like = Annotated[Optional[Path], typer.Option(help="A training store whose class list and normalisation this store reuses, so that a "
                                                    "model trained on it can predict here (modalities must match: else exit 2).")]
 
-synth_app = typer.Typer(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
-prepare_app = typer.Typer(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
-store_app = typer.Typer(help="Inspect token stores.", no_args_is_help=True)
+synth_app = App(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
+prepare_app = App(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
+store_app = App(help="Inspect token stores.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:

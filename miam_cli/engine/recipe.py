@@ -1,6 +1,6 @@
 """Recipes: YAML files validated with pydantic; every error is listed at once with its key path.
 
-`miam train RECIPE masking.lam=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
+`miam train RECIPE masking.lambda=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
 before validation, so an override is checked exactly like the file.
 """
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from miam_cli.errors import UserError, did_you_mean
+from miam_cli.masking.strategies import STRATEGIES
 
-STRATEGY_NAMES = ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam")
 
 
 class _Section(BaseModel):
@@ -37,43 +37,50 @@ class ModelSection(_Section):
         return self
 
 
-class MaskingSection(_Section):
-    strategy: Literal[STRATEGY_NAMES] = "miam"  # type: ignore[valid-type]
-    value: float = Field(0.75, ge=0, le=1, description="constant: masking probability")
-    alpha: float = Field(1.0, gt=0, description="dirichlet: concentration")
-    q: float = Field(0.5, ge=0, lt=1, description="dropout: probability of masking a whole modality")
-    kappa: float = Field(10.0, gt=0, description="MixProdBeta sharpness")
-    lam: float = Field(1.0, ge=0, le=10, alias="lambda", description="MIAM imbalance strength")
-    w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
-    w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
-    kappa_per_token: float = Field(0.0, ge=0, le=100, description=(
-        "beta-cube/miam: masked-end sharpness at least this times the modality's token count (0: the paper's kappa for all)"))
+class _MaskingBase(_Section):
+    """What a recipe says about masking beyond the strategies' own parameters (those are added below,
+    from the strategy registry, their single source)."""
+
+    strategy: Literal[tuple(STRATEGIES)] = "miam"  # type: ignore[valid-type]
+    monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
+    monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     monitor: Literal["paper", "noise-aware"] = Field(
         "paper", description="imbalance monitor: the paper's d_m = |Δs_m|, or d_m beyond its paired standard error with bounded r_m steps")
     window: int = Field(2, ge=1, le=20, description="noise-aware monitor: evaluations the learning speed spans")
     noise_z: float = Field(1.0, ge=0, le=10, description="noise-aware monitor: standard errors subtracted from |Δs_m|")
     max_step: float = Field(2.0, gt=1, le=1000, description="noise-aware monitor: largest factor r_m may change by per update")
-    monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
-    monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
     score: Literal["skill", "raw"] = Field(
         "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")
-    eps: float = Field(1e-4, gt=0, description="added to d_m so a plateau cannot divide by zero")
+    eps: float = Field(1e-4, gt=0, le=1, description="added to d_m so a plateau cannot divide by zero")
     monitor_samples: int = Field(0, ge=0, description="validation samples used for s_m (0 = all)")
 
     @model_validator(mode="after")
-    def _weights(self) -> "MaskingSection":
-        if self.w0 + self.w1 > 1:
-            raise ValueError(f"masking.w0 + masking.w1 = {self.w0 + self.w1} > 1")
+    def _cross_checks(self):
+        try:
+            STRATEGIES[self.strategy].check_values(self.strategy_params())
+        except UserError as e:  # listed with the other errors, under the key path
+            raise ValueError(str(e)) from None
         return self
 
     def strategy_params(self) -> dict[str, float]:
         """The parameters the chosen strategy accepts (the others are ignored, not errors)."""
-        per = {
-            "constant": ("value",), "dirichlet": ("alpha",), "dropout": ("q",),
-            "beta-cube": ("kappa", "w0", "w1", "kappa_per_token"), "miam": ("kappa", "lam", "w0", "w1", "kappa_per_token"),
-        }
-        return {k: getattr(self, k) for k in per.get(self.strategy, ())}
+        return {k: getattr(self, k) for k in STRATEGIES[self.strategy].params}
+
+
+def _strategy_fields() -> dict:
+    """One float field per strategy parameter, with the registry's default, bounds and description."""
+    fields: dict[str, tuple] = {}
+    for cls in STRATEGIES.values():
+        for name, p in cls.params.items():
+            field = (float, Field(p.default, ge=p.ge, gt=p.gt, le=p.le, lt=p.lt, alias=p.alias, description=p.description))
+            if name in fields and fields[name][1].default != p.default:
+                raise RuntimeError(f"strategy parameter {name!r} is declared twice with different defaults")
+            fields[name] = field
+    return fields
+
+
+MaskingSection = create_model("MaskingSection", __base__=_MaskingBase, **_strategy_fields())
 
 
 class TrainSection(_Section):
@@ -89,6 +96,10 @@ class TrainSection(_Section):
     device: str = "auto"
     amp: bool = True
     max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="csv: metrics.csv and imbalance.csv (always written); tensorboard: also RUN_DIR/tensorboard/ "
+                    '(pip install "miam[tensorboard]")')
 
 
 class EvalSection(_Section):
@@ -136,9 +147,10 @@ class Recipe(_Section):
 
 # ------------------------------------------------------------------ loading and overrides
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such recipe file")
+    """A recipe file, or a packaged recipe by name (`demo`, `recipes/demo.yaml`; see `miam_cli.packaged`)."""
+    from miam_cli.packaged import find_recipe
+
+    path = find_recipe(path).path
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -152,7 +164,7 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
 
 def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
-        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lam=2")
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lambda=2")
     key, raw = item.split("=", 1)
     parts = [("lam" if p == "lambda" else p) for p in key.strip().split(".")]
     node = data
@@ -205,4 +217,5 @@ def _section_fields(loc: list[str]) -> list[str]:
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.dump(), sort_keys=False)
+    """The resolved recipe with the keys users write (`lambda:`, not the field name `lam`)."""
+    return yaml.safe_dump(recipe.model_dump(by_alias=True, mode="json"), sort_keys=False)

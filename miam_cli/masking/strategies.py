@@ -12,7 +12,8 @@ the rejected rows, which keeps them deterministic for a given seed.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -44,19 +45,35 @@ def _number(x: Any) -> float | None:
     return float(x)
 
 
+@dataclass(frozen=True)
 class Param:
-    """One tunable strategy parameter: its default, a validity check and how to say it."""
+    """One tunable strategy parameter: its default, its bounds and what it does.
 
-    def __init__(self, default: float, check: Callable[[float], bool], rule: str):
-        self.default, self.check, self.rule = default, check, rule
+    The single source of the parameter: recipe validation (`engine.recipe.MaskingSection`) builds
+    its fields from these, so a new strategy or parameter touches this file only.
+    """
 
+    default: float
+    description: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    alias: str | None = None  # the recipe key, where it differs (lam is written `lambda`)
 
-def _in_unit(x: float) -> bool:
-    return 0.0 <= x <= 1.0
+    def check(self, x: float) -> bool:
+        return ((self.ge is None or x >= self.ge) and (self.gt is None or x > self.gt)
+                and (self.le is None or x <= self.le) and (self.lt is None or x < self.lt))
 
-
-def _positive(x: float) -> bool:
-    return x > 0.0
+    @property
+    def rule(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"{'>=' if self.ge is not None else '>'} {low[1:]}"
+        return f"{'<=' if self.le is not None else '<'} {high[:-1]}" if high else "a number"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +112,13 @@ class MaskingStrategy:
             self.values[key] = value
         self._check_params()
 
+    @classmethod
+    def check_values(cls, values: dict[str, float]) -> None:
+        """Cross-parameter checks that need no data (recipe validation runs them too); UserError."""
+
     def _check_params(self) -> None:
-        """Cross-parameter checks; override where needed."""
+        """Checks once the number of modalities is known; override where needed."""
+        self.check_values(self.values)
 
     def sample(self, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
         """Draw p, float32 [batch_size, M] in [0,1], on the generator's device."""
@@ -139,7 +161,7 @@ def _as_vector(x: Any, m: int, what: str) -> torch.Tensor:
 
 class Constant(MaskingStrategy):
     name = "constant"
-    params = {"value": Param(0.75, _in_unit, "in [0, 1]")}
+    params = {"value": Param(0.75, "constant: masking probability", ge=0.0, le=1.0)}
 
     def _sample(self, batch_size, generator):
         device = generator.device if generator is not None else "cpu"
@@ -199,7 +221,7 @@ class Dirichlet(MaskingStrategy):
     """4M-style: keep fractions λ ~ Dir(α·1_M), p_m = 1 − λ_m (visible ratio near 1/M)."""
 
     name = "dirichlet"
-    params = {"alpha": Param(1.0, _positive, "> 0")}
+    params = {"alpha": Param(1.0, "dirichlet: concentration", gt=0.0, le=1000.0)}
 
     def _sample(self, batch_size, generator):
         logg = log_gamma_sample(self.values["alpha"], (batch_size, self.num_modalities), generator)
@@ -237,7 +259,7 @@ class Dropout(MaskingStrategy):
     """Modality dropout: each modality masked whole with probability q; all-masked redrawn."""
 
     name = "dropout"
-    params = {"q": Param(0.5, lambda x: 0.0 <= x < 1.0, "in [0, 1)")}
+    params = {"q": Param(0.5, "dropout: probability of masking a whole modality", ge=0.0, lt=1.0)}
     corner_only = True
     partial_masking = False
 
@@ -334,11 +356,12 @@ class MixProdBeta(MaskingStrategy):
 
     name = "beta-cube"
     params = {
-        "kappa": Param(10.0, _positive, "> 0"),
-        "lam": Param(1.0, lambda x: x >= 0.0, ">= 0"),
-        "w0": Param(0.25, _in_unit, "in [0, 1]"),
-        "w1": Param(0.25, _in_unit, "in [0, 1]"),
-        "kappa_per_token": Param(0.0, lambda x: x >= 0.0, ">= 0"),
+        "kappa": Param(10.0, "MixProdBeta sharpness", gt=0.0, le=1000.0),
+        "lam": Param(1.0, "MIAM imbalance strength", ge=0.0, le=10.0, alias="lambda"),
+        "w0": Param(0.25, "weight of the all-visible corner", ge=0.0, le=1.0),
+        "w1": Param(0.25, "weight of the all-masked corner", ge=0.0, le=1.0),
+        "kappa_per_token": Param(0.0, "masked-end sharpness at least this times the modality's token count "
+                                      "(0: the paper's kappa for all)", ge=0.0, le=100.0),
     }
 
     def __init__(self, num_modalities: int, tokens: list[int] | None = None, **params: Any):
@@ -352,11 +375,15 @@ class MixProdBeta(MaskingStrategy):
         t = torch.tensor(tokens if tokens is not None else [0] * num_modalities, dtype=torch.float64)
         self.kappa_masked = torch.clamp(per_token * t, min=self.values["kappa"])  # κ_m at the masked end
 
-    def _check_params(self) -> None:
-        w = self.values["w0"] + self.values["w1"]
+    @classmethod
+    def check_values(cls, values: dict[str, float]) -> None:
+        w = values["w0"] + values["w1"]
         if w > 1.0 + 1e-12:
             raise UserError(f"masking.w0 + masking.w1 must be <= 1, got {w:g}")
-        if self.num_modalities == 1 and w <= 0.0:
+
+    def _check_params(self) -> None:
+        self.check_values(self.values)
+        if self.num_modalities == 1 and self.values["w0"] + self.values["w1"] <= 0.0:
             raise UserError("masking.w0 + masking.w1 must be > 0 with a single modality")
 
     def _sample(self, batch_size, generator):

@@ -27,6 +27,7 @@ class DemoOptions:
     strategies: tuple[str, ...] = ("miam", "uniform")
     seed: int = 0
     budget: int = 500  # coalition evaluations per sampled attribution report
+    plot_format: str = "png"  # of the subset and attribution figures (the report embeds png and svg)
     overrides: list[str] = field(default_factory=list)
     maps: bool = True  # the landscape: prepare custom, train, `map` with and without contributions
     landscape_points: int = 2000
@@ -53,9 +54,9 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=Non
     run_dirs = {s: step(f"train {s}", lambda s=s: _train(store, runs / s, s, opts, log, progress)) for s in opts.strategies}
     selectors = partial_selectors(truth)
     for s, run in run_dirs.items():
-        step(f"eval-subsets {s}", lambda run=run: _eval(run, selectors))
+        step(f"eval-subsets {s}", lambda run=run: _eval(run, selectors, opts.plot_format))
     compare_md = step("compare", lambda: _compare(list(run_dirs.values()), out / "compare"))
-    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], opts.budget, log))
+    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], opts.budget, opts.plot_format, log))
     maps = step("maps", lambda: _maps(out, opts, log, progress)) if opts.maps else []
     from miam_cli.pipeline.report import write_report
 
@@ -108,10 +109,10 @@ def _train(store: Path, run: Path, strategy: str, opts: DemoOptions, log, progre
     return train(recipe, run, resume=resume, log=log, progress=progress)
 
 
-def _eval(run: Path, selectors: list[str]) -> None:
+def _eval(run: Path, selectors: list[str], plot_format: str) -> None:
     from miam_cli.evaluate.subsets import run_eval_subsets
 
-    run_eval_subsets(run, "test", "best", selectors)
+    run_eval_subsets(run, "test", "best", selectors, plot_format=plot_format)
 
 
 def _compare(runs: list[Path], out: Path) -> str:
@@ -121,17 +122,17 @@ def _compare(runs: list[Path], out: Path) -> str:
     return md.read_text()
 
 
-def _attribute(run: Path, budget: int, log) -> list[dict]:
+def _attribute(run: Path, budget: int, plot_format: str, log) -> list[dict]:
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
     # Bands, patches and years of one modality with the others masked (context none): the planted truths
     # are about what each modality carries, and beside the dominant tabular data Sentinel-2's values
     # shrink to ~1e-4 AUC, where noise sets the ranks (docs/results.md). ~500 coalition evaluations per
     # sampled report keep the demo to minutes; every report states its standard errors.
-    requests = [AttributionRequest(),
-                AttributionRequest(modality="sentinel2", by="band", context="none"),
-                AttributionRequest(modality="sentinel2", by="patch", context="none", budget=budget),
-                AttributionRequest(modality="landsat", by="year", context="none", budget=budget)]
+    requests = [AttributionRequest(plot_format=plot_format),
+                AttributionRequest(modality="sentinel2", by="band", context="none", plot_format=plot_format),
+                AttributionRequest(modality="sentinel2", by="patch", context="none", budget=budget, plot_format=plot_format),
+                AttributionRequest(modality="landsat", by="year", context="none", budget=budget, plot_format=plot_format)]
     return [run_attribution(run, r, log=log) for r in requests]
 
 
