@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py
 	$(BIN)/python benchmarks/eval_bench.py
 	$(BIN)/python benchmarks/attribution_bench.py
+	$(BIN)/python benchmarks/map_bench.py
 
 reproduce: $(STAMP)
 	$(BIN)/python benchmarks/reproduce.py

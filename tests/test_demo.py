@@ -25,6 +25,12 @@ def test_demo_writes_the_whole_pipeline_and_a_self_contained_report(tmp_path, ca
         assert (attribution / f"{stem}.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "## Every subset of modalities" in md and "Efficiency" in md
+    # the map demo: a species map and a Sentinel-2 contribution map, as COGs and PNG quick-looks
+    import rasterio
+
+    with rasterio.open(out / "maps" / "landscape-shapley.tif") as src:
+        assert "shapley(sentinel2)" in src.descriptions and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert (out / "maps" / "landscape.png").stat().st_size > 1000 and "## Maps" in md
     html = (out / "report.html").read_text()
     images = re.findall(r'<img src="([^"]*)"', html)
     assert len(images) >= 6 and all(src.startswith("data:image/png;base64,") for src in images)

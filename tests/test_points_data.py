@@ -147,12 +147,14 @@ def test_binary_labels_give_one_class_with_background_negatives(tmp_path):
     store = prepare(small_table(tmp_path, presence), tmp_path / "store")
     assert store.meta.task.type == "multilabel" and store.meta.task.num_classes == 1
     assert list(store.classes["original_id"]) == ["presence"]
+    # an empty cell is neither presence nor background: that point waits in the predict split
+    assert list(store.samples["sample_id"]) == [str(i) for i in range(len(presence))]
+    assert list(store.samples["split"] == "predict") == [v is None for v in presence]
     kept = [i for i, v in enumerate(presence) if v is not None]
-    assert list(store.samples["sample_id"]) == [str(i) for i in kept]
-    y = store.targets(np.arange(len(kept)))[:, 0]
+    y = store.targets(np.array(kept))[:, 0]
     np.testing.assert_array_equal(y, [1, 0, 1, 0, 0, 1, 1, 0, 0])
     report = json.loads((tmp_path / "store" / "prepare-report.json").read_text())
-    assert report["dropped"] == {"point_without_label": 1}
+    assert "dropped" not in report or not report["dropped"]
     assert report["labels"]["all"] == {"samples": 9, "positives": 4, "positive_rate": pytest.approx(4 / 9), "classes_present": 1}
 
 
@@ -232,7 +234,7 @@ def test_label_aware_blocks_cover_classes_in_a_multilabel_task(tmp_path):
     for x, y in zip(lon, lat):
         s = ["common"] if rng.random() < 0.5 else []
         s += [f"rare{k}" for k in range(12) if abs(x - (k % 4) * 2.5 - 1) < 1.2 and abs(y - 40 - (k // 4) * 3 - 1.5) < 1.2 and rng.random() < 0.6]
-        species.append(" ".join(s))
+        species.append(" ".join(s) or "[]")  # "[]": surveyed, nothing found (an empty cell is unlabelled)
     pd.DataFrame({"id": range(n), "lon": lon, "lat": lat, "species": species, "t": lon}).to_csv(tmp_path / "pts.csv", index=False)
     coverage = {}
     for balance in ("none", "labels"):

@@ -222,12 +222,15 @@ def all_coalitions(num_players: int) -> np.ndarray:
     return ((masks[:, None] >> np.arange(num_players)) & 1).astype(bool)
 
 
-def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
-    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask."""
+def shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
+    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask.
+
+    `table` is [2^P] (one game: φ is [P]) or [2^P, n] (n games at once, e.g. a map's pixels: φ is [P, n]).
+    """
     masks = np.arange(2**num_players)
     sizes = all_coalitions(num_players).sum(axis=1)
     weights = np.array([1.0 / (num_players * comb(num_players - 1, s)) for s in range(num_players)])
-    phi = np.empty(num_players)
+    phi = np.empty((num_players,) + table.shape[1:])
     for i in range(num_players):
         without = masks[(masks >> i) & 1 == 0]
         phi[i] = weights[sizes[without]] @ (table[without | (1 << i)] - table[without])
@@ -237,7 +240,7 @@ def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
 def _exact_result(table: np.ndarray, players: list[str], evaluations: int) -> ShapleyResult:
     p = len(players)
     return ShapleyResult(
-        players=players, values=_shapley_from_table(table, p), std_errors=np.zeros(p),
+        players=players, values=shapley_from_table(table, p), std_errors=np.zeros(p),
         evaluations=evaluations, v_all=float(table[-1]), v_none=float(table[0]),
         method="exact", converged=True,
     )

@@ -28,6 +28,7 @@ from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
 from miam_cli.plotstyle import AXIS_LABELS, METRIC_LABELS, metric_label
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
+from miam_cli.store.writer import complete_shard_files
 
 PLOT_KIND = {"modality": "bars", "band": "bars", "variable": "bars", "year": "line", "patch": "heatmap", "token": "bars", "time": "line"}
 
@@ -142,11 +143,11 @@ def time_per_evaluation(game: ModelGame, seed: int = 0, coalitions: int = 32) ->
     return (time.perf_counter() - start) / coalitions
 
 
-def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
+def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
                     progress=None) -> dict:
     """`progress(evaluations, planned, largest standard error, stopping error)`, when given, hears
     from the samplers after every batch; a time estimate for the plan is logged before it starts."""
-    run = open_run(run_dir, "best", device)
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
     out = Path(out_dir) if out_dir else run.path / "attribution"
@@ -178,20 +179,12 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     return _report(result, players, out, stem, meta, req)
 
 
-def merge_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
-    run = open_run(run_dir, "best", device)
+def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     out = Path(out_dir) if out_dir else run.path / "attribution"
     stem = stem_for(req, players, parse_target(run, req.target).label)
-    files = sorted((out / "shards").glob(f"{stem}-*-of-*.json"))
-    if not files:
-        raise UserError(f"{out / 'shards'}: no shard files for {stem}; run attribute --shard I/N first")
-    counts = {f.stem.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {out / 'shards'} for {stem}: remove the stale ones")
-    expected = int(counts.pop())
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {out / 'shards'} for {stem}; run the missing shards first")
+    files = complete_shard_files(out / "shards", f"{stem}-*-of-*.json", "attribute")
     docs = [json.loads(f.read_text()) for f in files]
     result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=req.tolerance)
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)

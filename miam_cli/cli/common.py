@@ -186,6 +186,14 @@ def shard_from_env(text: str | None) -> str | None:
     return None
 
 
+def shard_request(text: str | None, merge: bool) -> tuple[int, int] | None:
+    """What `--shard I/N` (or the SLURM array) and `--merge` ask of a shardable command: this shard, or None."""
+    from miam_cli.store.writer import parse_shard
+
+    text = None if merge else shard_from_env(text)
+    return parse_shard(text) if text else None
+
+
 @contextmanager
 def timed(label: str):
     start = time.monotonic()

@@ -17,6 +17,8 @@ Strict = Annotated[bool, typer.Option(help="Refuse the data (exit 2, with the li
 Shard = Annotated[Optional[str], typer.Option(help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT.")]
 Overwrite = Annotated[bool, typer.Option(help="Rebuild a complete store.")]
 SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summary as JSON.")]
+Like = Annotated[Optional[Path], typer.Option(help="A training store whose class list and normalisation this store reuses, so that a "
+                                                   "model trained on it can predict here (modalities must match: else exit 2).")]
 
 synth_app = App(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
 prepare_app = App(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
@@ -70,6 +72,7 @@ def prepare_geoplant_cmd(
     split: str = typer.Option("spatial", help="spatial (blocks, seeded) | data (the metadata's train/test; val carved spatially)"),
     block_size: float = typer.Option(0.5, min=0.001, help="Spatial block size in degrees."),
     seed: int = typer.Option(0, help="Seed of the block split."),
+    like: Like = None,
     workers: Workers = 0,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
@@ -79,13 +82,15 @@ def prepare_geoplant_cmd(
 ) -> None:
     """GeoPlant (GLC24 Kaggle or GLC25 layout) -> token store. An interrupted prepare resumes when run again.
 
+    Unlabelled test surveys (metadata without speciesId) are kept in the `predict` split, for `miam predict`.
     Example: miam prepare geoplant data/geoplant stores/geoplant --workers 2
     """
     from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
 
     raw = default_path(raw_dir, Path("data/geoplant"), "RAW_DIR")
     dest = default_path(store, Path("stores/geoplant"), "STORE")
-    opts = GeoPlantOptions(layout=layout, grid=grid, min_occurrences=min_occurrences, split=split, block_size=block_size, seed=seed)
+    opts = GeoPlantOptions(layout=layout, grid=grid, min_occurrences=min_occurrences, split=split, block_size=block_size, seed=seed,
+                           like=like)
     plan, decoder = plan_geoplant(raw, opts)
     _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
 
@@ -107,6 +112,9 @@ def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, c
         return
     if result.faults:
         warn(f"{result.faults} fault(s) marked missing; see {dest / 'prepare-report.json'}")
+    unlabelled = result.meta.splits.get("predict", 0)
+    if unlabelled:
+        log(f"{unlabelled} unlabelled sample(s) kept in the predict split: score them with `miam predict RUN {dest}`")
     _print_summary(dest, json_out)
 
 
@@ -229,6 +237,7 @@ def prepare_taxabench_cmd(
 def prepare_custom_cmd(
     spec: Path = typer.Argument(..., help="Dataset spec (YAML; see docs/dataset-spec.md)."),
     store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/<spec name>]"),
+    like: Like = None,
     workers: Workers = 0,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
@@ -238,11 +247,12 @@ def prepare_custom_cmd(
 ) -> None:
     """Your own data, described by a dataset spec: points table + modalities (columns, rasters, files, cubes, embeddings).
 
+    Points with an empty label cell are kept in the `predict` split (points.unlabelled: drop leaves them out).
     Example: miam prepare custom my-data.yaml stores/my-data
     """
     from miam_cli.data.custom import load_spec, plan_custom
 
     dataset = load_spec(spec)
     dest = default_path(store, Path("stores") / dataset.name, "STORE")
-    plan, decoder = plan_custom(dataset, spec)
+    plan, decoder = plan_custom(dataset, spec, like)
     _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)

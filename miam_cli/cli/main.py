@@ -45,9 +45,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register_optional() -> None:
     """Stages register themselves here as they exist (keeps this file free of logic)."""
-    from miam_cli.cli import model_commands
+    from miam_cli.cli import model_commands, predict_commands
 
     model_commands.register(app)
+    predict_commands.register(app)
 
 
 _register_optional()

@@ -125,17 +125,17 @@ def eval_subsets_cmd(
 
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
-    from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli import api
+    from miam_cli.cli.common import resolve_run, shard_request
     from miam_cli.evaluate.metrics import metric_names
-    from miam_cli.evaluate.subsets import run_eval_subsets, table_records
+    from miam_cli.evaluate.subsets import table_records
     from miam_cli.plotstyle import check_format
-    from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
-        table, path = run_eval_subsets(run, split, checkpoint, subsets, parse_shard(shard_text) if shard_text else None, merge,
-                                       batch_size, _device(device), progress=bar.update, plot_format=check_format(plot_format))
+        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets, shard=shard_request(shard, merge),
+                                   merge=merge, batch_size=batch_size, progress=bar.update, plot_format=check_format(plot_format))
+    table, path = res.table, res.path
     log(f"wrote {path}")
     if json_out:
         print_json({"run_dir": str(run), "file": str(path), "metrics": table.attrs.get("metrics"), "rows": table_records(table)})
@@ -211,12 +211,6 @@ def _num(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def attribute_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
     modality: Optional[str] = typer.Option(None, help="Explain the tokens of this modality (default: the modalities themselves)"),
@@ -241,34 +235,30 @@ def attribute_cmd(
 
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
+    from miam_cli import api
     from miam_cli.attribution.report import evaluation_count
-    from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
-    from miam_cli.cli.common import resolve_run, shard_from_env
+    from miam_cli.cli.common import resolve_run, shard_request
     from miam_cli.plotstyle import check_format
-    from miam_cli.store.writer import parse_shard
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
-    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
-                             parse_shard(shard_text) if shard_text else None, sampler, check_format(plot_format))
-    if merge:
-        res = merge_attribution(run, req, out_dir, _device(device))
-    else:
-        with Progress("attribute") as bar:
-            res = run_attribution(run, req, out_dir, _device(device), log=log, progress=attribution_progress(bar))
-    if "shard_file" in res:
-        log(f"wrote {res['shard_file']}; pool the shards with --merge")
+    with Progress("attribute") as bar:
+        res = api.attribute(api.load_run(run, "best", device), modality=modality, by=by, target=target, split=split, context=context,
+                            budget=budget, tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples,
+                            sampler=sampler, shard=shard_request(shard, merge), merge=merge, out=out_dir,
+                            plot_format=check_format(plot_format), log=log, progress=None if merge else attribution_progress(bar))
+    if res.shard_file is not None:
+        log(f"wrote {res.shard_file}; pool the shards with --merge")
         return
-    result, eff = res["result"], res["efficiency"]
-    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .{plot_format} and summary.md")
+    result, eff, report = res.result, res.efficiency, res.path.with_suffix("")
+    log(f"wrote {report}.csv, .json, .{plot_format} and summary.md")
     if json_out:
-        print_json({"report": f"{res['dir']}/{res['stem']}", "meta": res["meta"], "efficiency": eff, **result.to_dict()})
+        print_json({"report": str(report), "meta": res.meta, "efficiency": eff, **result.to_dict()})
         return
     order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
     rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
     caption = (f"{result.method}, {evaluation_count(result)}; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
-    print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
+    print_table(f"Shapley values: {res.meta['target']} ({report.name})", ["player", "phi", "std error"], rows, caption)
 
 
 def demo_cmd(
@@ -278,10 +268,11 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
     budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
+    maps: bool = typer.Option(True, "--maps/--no-maps", help="Also the map demo: a synthetic landscape, its species map and Sentinel-2 contribution map."),
     plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
-    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
+    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, map, report.
 
     Example: miam demo --out demo-out
     """
@@ -289,8 +280,8 @@ def demo_cmd(
     from miam_cli.plotstyle import check_format
 
     with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, plot_format=check_format(plot_format)), log=log,
-                       progress=epoch_progress(bar))
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, plot_format=check_format(plot_format),
+                                   maps=maps), log=log, progress=epoch_progress(bar))
     if json_out:
         print_json(res)
         return

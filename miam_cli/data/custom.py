@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -36,11 +36,12 @@ from miam_cli.data import coords as C
 from miam_cli.data import readers as R
 from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
-from miam_cli.store.schema import ModalitySpec, TaskSpec
+from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
+               "predict": PREDICT_SPLIT}
 DEFAULT_MISSING = ["eos", "", "na", "nan", "null"]
 
 
@@ -95,6 +96,8 @@ class PointsSpec(_Spec):
     y: str | None = Field(None, description="with crs: the northing column (an alias of lat)")
     labels: LabelSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
+    unlabelled: Literal["predict", "drop"] = Field(
+        "predict", description="points whose label cell is empty: kept in the `predict` split (for `miam predict`), or dropped")
 
     @model_validator(mode="after")
     def _xy(self) -> "PointsSpec":
@@ -262,17 +265,22 @@ class DatasetSpec(_Spec):
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
+    return load_yaml_model(path, DatasetSpec, "dataset spec", "a YAML mapping (see docs/dataset-spec.md)")
+
+
+def load_yaml_model(path: Path | str, model: type[BaseModel], what: str, shape: str):
+    """A YAML file validated by a pydantic model: every error with its key path, exit 2 (dataset and map specs)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such dataset spec")
+        raise UserError(f"{path}: no such {what}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a dataset spec is a YAML mapping (see docs/dataset-spec.md)")
+        raise UserError(f"{path}: a {what} is {shape}")
     try:
-        return DatasetSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise UserError(format_spec_errors(e, str(path))) from None
 
@@ -363,6 +371,12 @@ class Context:
     def keys(self, m: str, spec: _Modality) -> list[str]:
         return self.column(spec.key or self.id_column, f"modalities.{m}.key").map(R.id_text).tolist()
 
+    @classmethod
+    def at(cls, root: Path, lon: np.ndarray, lat: np.ndarray, name: str) -> "Context":
+        """Bare locations (a map's pixel centres): what location-computable modalities need, and nothing else."""
+        points = pd.DataFrame({"id": [str(i) for i in range(len(lon))], "__lon": np.asarray(lon, float), "__lat": np.asarray(lat, float)})
+        return cls(root, name, points, "id")
+
 
 def _user_columns(df: pd.DataFrame) -> list:
     return [c for c in df.columns if not str(c).startswith("__")]
@@ -377,8 +391,13 @@ def read_table(path: Path, sep: str | None) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read the table: {type(e).__name__}: {e}") from None
 
 
-def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
-    """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped."""
+def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
+    """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped.
+
+    Points without a label (an empty label cell) are kept in the predict split unless `points.unlabelled: drop`
+    (`ctx.points["__unlabelled"]` marks them). `classes` fixes the class list (`--like STORE`) instead of
+    taking the classes seen in the points.
+    """
     p = spec.points
     path = Path(p.path) if Path(p.path).is_absolute() else root / p.path
     if not path.is_file():
@@ -401,21 +420,25 @@ def build_points(spec: DatasetSpec, root: Path) -> tuple[Context, list[np.ndarra
         raise SpecError("points.id", f"{int(ids.duplicated().sum())} duplicate id(s) in {path.name}, e.g. {ids[ids.duplicated()].iloc[0]}; "
                                      "one row per point (list several species in a `species` column)")
     lists, task = _label_lists(ctx, p.labels)
-    unknown = np.array([lst is None for lst in lists])
-    if unknown.any():  # a binary label left empty: neither presence nor background
-        dropped["point_without_label"] = int(unknown.sum())
-        ctx.points = ctx.points[~unknown].reset_index(drop=True)
-        lists = [lst for lst in lists if lst is not None]
+    unlabelled = np.array([lst is None for lst in lists], dtype=bool)
+    if unlabelled.any() and p.unlabelled == "drop":
+        dropped["point_without_labels"] = int(unlabelled.sum())
+    ctx.points["__unlabelled"] = unlabelled
+    lists = [lst or [] for lst in lists]
     counts = pd.Series([c for lst in lists for c in lst], dtype=object).value_counts()
-    kept = sorted((c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
+    kept = classes if classes is not None else sorted(
+        (c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
     if not kept:
         raise SpecError("points.labels", f"no class has >= {p.labels.min_count} points")
     index = {c: i for i, c in enumerate(kept)}
     lists = [[c for c in lst if c in index] for lst in lists]
-    if task == "multiclass":  # a point whose class was dropped (or empty) has no label left: drop the point
-        has = np.array([len(lst) == 1 for lst in lists])
-        if not has.all():
-            dropped["point_without_kept_class"] = int((~has).sum())
+    has = ~unlabelled if p.unlabelled == "drop" else np.ones(len(lists), bool)
+    if task == "multiclass":  # a labelled point whose class was dropped has no label left: drop the point
+        lost = np.array([len(lst) != 1 for lst in lists]) & ~unlabelled
+        if lost.any():
+            dropped["point_without_kept_class"] = int(lost.sum())
+        has &= ~lost
+    if not has.all():
         ctx.points = ctx.points[has].reset_index(drop=True)
         lists = [lst for lst, h in zip(lists, has) if h]
     labels = [np.array(sorted(index[c] for c in lst), dtype=np.int32) for lst in lists]
@@ -446,7 +469,7 @@ def _locate(table: pd.DataFrame, p: PointsSpec, crs) -> pd.Series:
 
 
 def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str] | None], str]:
-    """One list of class names per point (None: the point's label is unknown), and the task type."""
+    """Each point's classes, and the task type; None where the label cell is empty (an unlabelled point, not an absence)."""
     if labels.binary is not None:
         return _binary_lists(ctx.column(labels.binary, "points.labels.binary"), labels.binary), "multilabel"
     if labels.class_ is not None:
@@ -455,7 +478,7 @@ def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str] | None
             ctx.warnings.append(f"points.labels.class: column {labels.class_!r} holds only 0/1: this builds a 2-class multiclass task "
                                 f"judged on top-1 accuracy; for presence/background data use `labels: {{binary: {labels.class_}}}` "
                                 "(one class, AUC / AUPRC / TSS)")
-        return [[] if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
+        return [None if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
     if labels.species is not None:
         col = ctx.column(labels.species, "points.labels.species")
         split = re.compile(re.escape(labels.separator) if labels.separator else r"[,;\s]+")
@@ -463,8 +486,9 @@ def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str] | None
     names = labels.presence if isinstance(labels.presence, list) else [c for c in ctx.points.columns if re.search(labels.presence, str(c))]
     if not names:
         raise SpecError("points.labels.presence", f"no column matches {labels.presence!r}")
-    present = np.stack([pd.to_numeric(ctx.column(c, "points.labels.presence"), errors="coerce").fillna(0).to_numpy() > 0 for c in names], 1)
-    return [[str(names[j]) for j in np.flatnonzero(row)] for row in present], "multilabel"
+    numbers = np.stack([pd.to_numeric(ctx.column(c, "points.labels.presence"), errors="coerce").to_numpy(float) for c in names], 1)
+    present = np.nan_to_num(numbers) > 0
+    return [None if np.isnan(num).all() else [str(names[j]) for j in np.flatnonzero(row)] for row, num in zip(present, numbers)], "multilabel"
 
 
 def _binary_words(col: pd.Series) -> pd.Series:
@@ -487,13 +511,27 @@ def _binary_lists(col: pd.Series, name: str) -> list[list[str] | None]:
     return [None if w == "" else [name] if w in TRUE_WORDS else [] for w in words]
 
 
-def _species_list(value, split: re.Pattern) -> list[str]:
+def _species_list(value, split: re.Pattern) -> list[str] | None:
+    """The species of one cell; [] for an empty list (a survey where nothing was found), None for an empty cell."""
     if isinstance(value, (list, tuple, np.ndarray)):
         return sorted({R.id_text(v) for v in value})
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
+    if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
+        return None
     text = str(value).strip().strip("[]()")
     return sorted({R.id_text(t.strip("'\" ")) for t in split.split(text) if t.strip("'\" ")})
+
+
+def split_points(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_classes: int) -> tuple[np.ndarray, dict]:
+    """Labelled points split by `build_split`; unlabelled ones go to the predict split (and count for no quota)."""
+    unlabelled = ctx.points["__unlabelled"].to_numpy(bool)
+    if not unlabelled.any():
+        return build_split(ctx, split, labels, num_classes)
+    out = np.full(len(unlabelled), PREDICT_SPLIT, dtype=object)
+    info = {}
+    if (~unlabelled).any():
+        labelled = [lab for lab, u in zip(labels, unlabelled) if not u]
+        out[~unlabelled], info = build_split(replace(ctx, points=ctx.points[~unlabelled].reset_index(drop=True)), split, labelled, num_classes)
+    return out.astype(str), {**info, PREDICT_SPLIT: int(unlabelled.sum())}
 
 
 def build_split(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_classes: int) -> tuple[np.ndarray, dict]:
@@ -511,7 +549,7 @@ def build_split(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_cl
     words = ctx.column(split.column, "points.split.column").astype(str).str.strip().str.lower()
     bad = sorted(set(words) - set(SPLIT_WORDS))
     if bad:
-        raise SpecError("points.split.column", f"values {bad[:5]} are not train/val/test")
+        raise SpecError("points.split.column", f"values {bad[:5]} are not train/val/test/predict")
     return words.map(SPLIT_WORDS).to_numpy().astype(str), {"method": "column", "column": split.column}
 
 
@@ -813,22 +851,38 @@ BUILDERS = {
 
 
 # ================================================================ the plan
-def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.SourceDecoder]:
+def spec_root(spec: DatasetSpec, spec_path: Path | str) -> Path:
+    """The folder relative paths of a spec start from."""
     spec_path = Path(spec_path)
-    root = (spec_path.parent / spec.root) if spec.root else spec_path.parent
-    try:
-        ctx, labels, classes, task, dropped = build_points(spec, root)
-        split, split_info = build_split(ctx, spec.points.split, labels, len(classes))
-    except SpecErrors as e:
-        raise UserError(_error_list(spec_path, e.lines)) from None
+    return (spec_path.parent / spec.root) if spec.root else spec_path.parent
+
+
+def build_modalities(modalities: dict[str, Modality], ctx: Context, source: Path | str) -> dict[str, Built]:
+    """Every modality's description and token source at the context's points; all errors reported at once."""
     built, errors = {}, []
-    for m, mspec in spec.modalities.items():
+    for m, mspec in modalities.items():
         try:
             built[m] = BUILDERS[mspec.kind](m, mspec, ctx)
         except SpecErrors as e:
             errors += e.lines
     if errors:
-        raise UserError(_error_list(spec_path, errors))
+        raise UserError(_error_list(Path(source), errors))
+    return built
+
+
+def plan_custom(spec: DatasetSpec, spec_path: Path | str, like: Path | str | None = None) -> tuple[StorePlan, R.SourceDecoder]:
+    """The store plan of a dataset spec; `like`: a training store whose class list and normalisation are reused."""
+    from miam_cli.data.like import adopt_like, open_like
+
+    spec_path = Path(spec_path)
+    root = spec_root(spec, spec_path)
+    like_store = open_like(like)
+    try:
+        ctx, labels, classes, task, dropped = build_points(spec, root, like_store.classes["original_id"].astype(str).tolist() if like_store else None)
+        split, split_info = split_points(ctx, spec.points.split, labels, len(classes))
+    except SpecErrors as e:
+        raise UserError(_error_list(spec_path, e.lines)) from None
+    built = build_modalities(spec.modalities, ctx, spec_path)
     classes = _with_counts(classes, labels, split)
     samples = pd.DataFrame({"sample_id": ctx.ids, "split": split, "lon": ctx.lon, "lat": ctx.lat, "labels": labels})
     plan = StorePlan(
@@ -838,6 +892,8 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.
         provenance={"spec": str(spec_path.resolve()), "root": str(root.resolve()), "spec_content": spec.model_dump(mode="json", by_alias=True)},
         split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()}, warnings=list(ctx.warnings),
     )
+    if like_store is not None:
+        plan = adopt_like(plan, like_store)
     return plan, R.SourceDecoder(ctx.ids, {m: b.source for m, b in built.items()})
 
 

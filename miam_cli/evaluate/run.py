@@ -54,8 +54,14 @@ class LoadedRun:
         return load_split(self.store, name, self.layout.names, max_bytes)
 
 
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda when a GPU is there, else cpu; anything else as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 def open_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
     run_dir = Path(run_dir)
+    device = resolve_device(device)
     if not (run_dir / "checkpoints" / f"{which}.pt").exists():
         raise UserError(f"{run_dir}: no checkpoints/{which}.pt (is the training finished? try --checkpoint last)")
     model, ckpt = load_model(run_dir, which, map_location=device)

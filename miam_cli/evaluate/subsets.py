@@ -23,6 +23,7 @@ from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
 from miam_cli.plotstyle import SEQUENTIAL, context, format_values, metric_label, new_figure, save_figure, set_titles, styled, text_colour
 from miam_cli.store.atomic import atomic_write, atomic_write_json
+from miam_cli.store.writer import complete_shard_files
 
 
 @dataclass
@@ -122,15 +123,7 @@ def write_results(run: LoadedRun, table: pd.DataFrame, split: str, plot_format: 
 
 
 def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
-    files = sorted((eval_dir(run_dir) / "shards").glob(f"subsets-{split}-*-of-*.csv"))
-    if not files:
-        raise UserError(f"{eval_dir(run_dir) / 'shards'}: no shard files for split {split!r}; run eval-subsets --shard I/N first")
-    counts = {f.name.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {files[0].parent}: remove the stale ones")
-    expected = int(counts.pop().split(".")[0])
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {files[0].parent}; run the missing shards first")
+    files = complete_shard_files(eval_dir(run_dir) / "shards", f"subsets-{split}-*-of-*.csv", "eval-subsets")
     tables = [pd.read_csv(f) for f in files]
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # empty shards add nothing
     rank = {label: i for i, label in enumerate(order)}
@@ -175,11 +168,12 @@ def plot_subsets(table: pd.DataFrame, subtitle: str = ""):
     return fig
 
 
-def run_eval_subsets(run_dir: Path, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
+def run_eval_subsets(run_dir: Path | LoadedRun, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
                      shard: tuple[int, int] | None = None, merge: bool = False, batch_size: int = 1024, device="cpu",
                      progress=None, plot_format: str = "png") -> tuple[pd.DataFrame, Path]:
-    """The library function behind the command; returns the table and the file written."""
-    run = open_run(run_dir, checkpoint, device)
+    """The library function behind the command (a run dir, or a run already opened); returns the table and the file written."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, checkpoint, device)
+    run_dir = run.path
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])

@@ -13,9 +13,9 @@ from miam_cli.store.atomic import atomic_write_text
 
 
 def write_report(out: Path, runs: dict[str, Path], compare_md: str, attributions: list[dict], truth: dict,
-                 timings: dict[str, float]) -> tuple[Path, Path]:
+                 timings: dict[str, float], maps: list[dict] | None = None) -> tuple[Path, Path]:
     out = Path(out)
-    md = _markdown(out, runs, compare_md, attributions, truth, timings)
+    md = _markdown(out, runs, compare_md, attributions, truth, timings) + _maps_markdown(out, maps or [])
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", _html(md, out))
     return out / "report.md", out / "report.html"
@@ -45,6 +45,18 @@ def _markdown(out: Path, runs, compare_md, attributions, truth, timings) -> str:
             lines += [f"> Coverage warning: {rep['meta']['warning']}", ""]
     lines += ["## Timings", "", "| step | seconds |", "| --- | --- |"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _maps_markdown(out: Path, maps: list[dict]) -> str:
+    if not maps:
+        return ""
+    lines = ["", "## Maps (synthetic landscape, `miam map`)", "",
+             "A second dataset (`data/landscape`): climate rasters and a Sentinel-2 mosaic that stops at 4.4° E; two species "
+             "follow a vegetation field seen only through Sentinel-2's NDVI. Each pixel is predicted from the modalities valid "
+             "there (coverage); the contribution map gives each modality's exact Shapley value per pixel.", ""]
+    for m in maps:
+        lines += [f"![{m['title']}]({Path(m['png']).relative_to(out)})", "", f"GeoTIFF: `{Path(m['tif']).relative_to(out)}`", ""]
+    return "\n".join(lines)
 
 
 STYLE = """
