@@ -378,7 +378,7 @@ def test_report_writes_csv_json_png_and_summary(tmp_path, kind, players, extra):
     assert document["result"]["evaluations"] == result.evaluations
     assert (tmp_path / "imp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     top = players[int(np.argmax(result.values))]
-    assert f"**{top}**" in summary and "Efficiency" in summary and "coalition evaluations" in summary
+    assert f"**{top}**" in summary and "Efficiency" in summary and "coalitions evaluated" in summary
     assert (tmp_path / "summary.md").read_text() == summary + "\n"
 
 
@@ -432,10 +432,15 @@ def test_batches_grow_geometrically_so_the_rule_is_checked_early():
 
 def test_samplers_report_progress_after_every_batch():
     calls = []
+    # progress(evaluations, largest standard error, the error that stops sampling: None when the budget alone decides)
     KernelSampler(interaction_game(10), 10, budget=400, tolerance=0, progress=lambda *a: calls.append(a)).run()
     evaluations = [c[0] for c in calls]
-    assert evaluations == sorted(evaluations) and evaluations[-1] <= 400 and all(c[1] == 400 for c in calls)
-    assert len(calls) > 3 and all(c[2] is not None and c[2] > 0 for c in calls)  # the first batch is 2P pairs: errors known
+    assert evaluations == sorted(evaluations) and evaluations[-1] <= 400 and all(c[2] is None for c in calls)
+    assert len(calls) > 3 and all(c[1] is not None and c[1] > 0 for c in calls)  # the first batch is 2P pairs: errors known
     calls.clear()
     PermutationSampler(interaction_game(10), 10, budget=400, tolerance=0, progress=lambda *a: calls.append(a)).run()
-    assert calls and calls[-1][0] <= 400 and calls[-1][2] > 0
+    assert calls and calls[-1][0] <= 400 and calls[-1][1] > 0
+    calls.clear()
+    game = interaction_game(10)
+    result = KernelSampler(game, 10, budget=400, tolerance="50%", progress=lambda *a: calls.append(a)).run()
+    assert calls[-1][2] == pytest.approx(0.5 * abs(result.v_all - result.v_none))  # a share of |v(all) - v(none)|

@@ -194,6 +194,7 @@ class ShapleyResult:
     converged: bool
     # Sampling state, kept so that shards can be pooled exactly (None for exact results).
     tracker: ConvergenceTracker | RegressionTracker | None = field(default=None, repr=False)
+    reused: int = 0  # coalition values taken from earlier results (eval/subsets.csv), not evaluated here
 
     @property
     def efficiency_gap(self) -> float:
@@ -218,6 +219,7 @@ class ShapleyResult:
             "v_all": self.v_all,
             "v_none": self.v_none,
             "converged": self.converged,
+            "reused": self.reused,
             "efficiency_gap": self.efficiency_gap,
             "tracker": None if self.tracker is None else self.tracker.to_dict(),
         }
@@ -235,6 +237,7 @@ class ShapleyResult:
             v_none=float(data["v_none"]),
             method=data["method"],
             converged=bool(data["converged"]),
+            reused=int(data.get("reused", 0)),
             tracker=None if tracker is None else TRACKERS[data["method"]].from_dict(tracker),
         )
 
@@ -257,12 +260,15 @@ def all_coalitions(num_players: int) -> np.ndarray:
     return ((masks[:, None] >> np.arange(num_players)) & 1).astype(bool)
 
 
-def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
-    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask."""
+def shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
+    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask.
+
+    `table` is [2^P] (one game: φ is [P]) or [2^P, n] (n games at once, e.g. a map's pixels: φ is [P, n]).
+    """
     masks = np.arange(2**num_players)
     sizes = all_coalitions(num_players).sum(axis=1)
     weights = np.array([1.0 / (num_players * comb(num_players - 1, s)) for s in range(num_players)])
-    phi = np.empty(num_players)
+    phi = np.empty((num_players,) + table.shape[1:])
     for i in range(num_players):
         without = masks[(masks >> i) & 1 == 0]
         phi[i] = weights[sizes[without]] @ (table[without | (1 << i)] - table[without])
@@ -272,7 +278,7 @@ def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
 def _exact_result(table: np.ndarray, players: list[str], evaluations: int) -> ShapleyResult:
     p = len(players)
     return ShapleyResult(
-        players=players, values=_shapley_from_table(table, p), std_errors=np.zeros(p),
+        players=players, values=shapley_from_table(table, p), std_errors=np.zeros(p),
         evaluations=evaluations, v_all=float(table[-1]), v_none=float(table[0]),
         method="exact", converged=True,
     )
@@ -373,6 +379,22 @@ def budget_for_errors(method: str, num_players: int) -> int:
     return FIXED_COST[method] + UNITS_FOR_ERRORS[method](num_players) * UNIT_COST[method](num_players)
 
 
+# progress(evaluations spent, largest standard error, the error at which sampling stops); the
+# largest error is None while unknown (fewer than two samples), the stopping one None when only the
+# budget stops sampling (tolerance 0)
+ProgressFn = Callable[[int, "float | None", "float | None"], None]
+
+
+def report_progress(progress: ProgressFn | None, evaluations: int, errors: np.ndarray | None, tolerance: Tolerance,
+                    v_all: float, v_none: float) -> None:
+    """Tell `progress(evaluations, largest standard error, the error that stops sampling)`."""
+    if progress is None:
+        return
+    known = errors is not None and len(errors) and np.isfinite(errors).all()
+    progress(evaluations, float(errors.max()) if known else None,
+             tolerance.threshold(v_all, v_none) if tolerance.value > 0 else None)
+
+
 def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys: list[bytes], rows_per_pair: int) -> int:
     """How many leading pairs of a batch (``rows_per_pair`` coalition keys each) fit in what is left
     of ``budget`` since the cache stood at ``start`` evaluations; cached or repeated coalitions are free."""
@@ -386,16 +408,6 @@ def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys
         if len(new) > left:
             return k
     return num_pairs
-
-
-# progress(evaluations spent, budget or None, largest standard error or None while unknown)
-SamplingProgress = Callable[[int, "int | None", "float | None"], None]
-
-
-def _report(progress: SamplingProgress | None, evaluations: int, budget: int | None, std_errors: np.ndarray) -> None:
-    if progress is not None:
-        largest = float(std_errors.max()) if len(std_errors) and np.isfinite(std_errors).all() else None
-        progress(evaluations, budget, largest)
 
 
 def next_batch(count: int, min_pairs: int, batch_pairs: int, pairs: int | None) -> int:
@@ -428,7 +440,7 @@ class PermutationSampler:
         seed: int = 0,
         player_names: Sequence[str] | None = None,
         min_pairs: int = 8,
-        progress: SamplingProgress | None = None,
+        progress: ProgressFn | None = None,  # told after every batch: (evaluations, largest error, stopping error)
     ):
         if num_players < 1:
             raise ValueError("permutation sampling needs at least one player")
@@ -466,7 +478,8 @@ class PermutationSampler:
                 prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
                 perms = perms[: 2 * affordable]
                 tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
-                _report(self.progress, self.cache.evaluations - start, self.budget, tracker.std_errors)
+                if self.progress is not None:
+                    report_progress(self.progress, self.cache.evaluations - start, tracker.std_errors, self.tolerance, *self._ends())
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
@@ -626,7 +639,7 @@ class KernelSampler:
         seed: int = 0,
         player_names: Sequence[str] | None = None,
         min_pairs: int = 8,
-        progress: SamplingProgress | None = None,
+        progress: ProgressFn | None = None,  # told after every batch: (evaluations, largest error, stopping error)
     ):
         if num_players < 2:
             raise ValueError("KernelSHAP needs at least two players (one player's value is v(all) − v(none))")
@@ -665,9 +678,10 @@ class KernelSampler:
                 gains = self.cache.values(coalitions[:rows], keys[:rows]) - v_none
                 tracker.update(coalitions[:rows], gains)
                 # the solve costs more than the sampling at large budgets: only when someone reads it
+                # (tolerance 0 can never be met)
                 if self.progress is not None or (pairs is None and self.tolerance.value > 0 and tracker.count >= self.min_pairs):
                     std_errors = tracker.solve(v_all - v_none)[1]
-                    _report(self.progress, self.cache.evaluations - start, self.budget, std_errors)
+                    report_progress(self.progress, self.cache.evaluations - start, std_errors, self.tolerance, v_all, v_none)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:

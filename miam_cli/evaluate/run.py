@@ -13,6 +13,7 @@ import yaml
 from miam_cli.data.batch import load_split
 from miam_cli.engine.checkpoint import load_model
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import MetricSet, metric_set
 from miam_cli.store.reader import TokenStore
 
 
@@ -37,6 +38,10 @@ class LoadedRun:
         return self.checkpoint["task"]
 
     @property
+    def metrics(self) -> MetricSet:
+        return metric_set(self.task, self.store.meta.task.num_classes)
+
+    @property
     def strategy(self) -> str:
         return self.checkpoint["recipe"]["masking"]["strategy"]
 
@@ -49,8 +54,14 @@ class LoadedRun:
         return load_split(self.store, name, self.layout.names, max_bytes)
 
 
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda when a GPU is there, else cpu; anything else as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 def open_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
     run_dir = Path(run_dir)
+    device = resolve_device(device)
     if not (run_dir / "checkpoints" / f"{which}.pt").exists():
         raise UserError(f"{run_dir}: no checkpoints/{which}.pt (is the training finished? try --checkpoint last)")
     model, ckpt = load_model(run_dir, which, map_location=device)

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from miam_cli.evaluate.metrics import _np, _scores_2d, primary_metric
+from miam_cli.evaluate.metrics import _np, _scores_2d, primary_metric, tie_groups
 
 # Columns processed at once: bounds memory for many classes (about ten [N, 256] float64 arrays).
 _BLOCK = 256
@@ -62,17 +62,8 @@ def _placements(y: np.ndarray, s: np.ndarray, m: np.ndarray, n: np.ndarray) -> t
     counts the negatives below its group plus half of those inside it; a negative's, the positives
     above its group plus half of those inside it.
     """
-    rows = s.shape[0]
-    order = np.argsort(s, axis=0, kind="stable")
-    ordered = np.take_along_axis(s, order, axis=0)
+    order, start, end = tie_groups(s)
     yo = np.take_along_axis(y, order, axis=0)
-    pos = np.broadcast_to(np.arange(rows)[:, None], s.shape)
-    is_start = np.ones(s.shape, dtype=bool)
-    is_start[1:] = ordered[1:] != ordered[:-1]
-    is_end = np.ones(s.shape, dtype=bool)
-    is_end[:-1] = is_start[1:]
-    start = np.maximum.accumulate(np.where(is_start, pos, 0), axis=0)
-    end = np.minimum.accumulate(np.where(is_end, pos, rows - 1)[::-1], axis=0)[::-1]
     zero = np.zeros((1, s.shape[1]))
     neg_before = np.concatenate([zero, np.cumsum(~yo, axis=0)])  # negatives among the first i sorted
     pos_before = np.concatenate([zero, np.cumsum(yo, axis=0)])

@@ -16,6 +16,8 @@ FORMAT_VERSION = 1
 
 ModalityKind = Literal["tabular", "image", "timeseries", "audio", "embedding", "location"]
 TaskType = Literal["multilabel", "multiclass"]
+LABELLED_SPLITS = ("train", "val", "test")
+PREDICT_SPLIT = "predict"  # unlabelled samples kept for `miam predict` (GLC test surveys, points without labels)
 
 
 class Normalization(BaseModel):
