@@ -97,7 +97,8 @@ def test_the_installed_package_finds_its_recipes_and_docs_from_an_empty_folder(i
 @pytest.mark.slow
 def test_the_readme_pipeline_runs_as_typed_from_an_empty_folder(installed, tmp_path):
     commands = readme_pipeline()
-    assert commands[0].startswith("miam synth geoplant") and commands[-1] == "miam demo", commands
+    assert commands[0].startswith("miam synth geoplant") and commands[-2] == "miam demo", commands
+    assert commands[-1].startswith("miam map demo-out/runs/landscape "), commands  # the demo's landscape run, as typed
     outputs = {}
     for typed in commands:
         command = typed
@@ -121,3 +122,4 @@ def test_the_readme_pipeline_runs_as_typed_from_an_empty_folder(installed, tmp_p
     for name in ("sentinel2-by-band-global-context-all-test", "landsat-by-year-global-context-all-test"):
         assert (runs[1] / "attribution" / f"{name}.png").exists()
     assert (tmp_path / "demo-out" / "report.html").exists()
+    assert (tmp_path / "demo-out" / "runs" / "landscape" / "maps" / "map-shapley.tif").exists()

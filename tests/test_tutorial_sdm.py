@@ -7,6 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -55,3 +56,12 @@ def test_the_tutorial_runs_as_written(cli, tmp_path, monkeypatch):
     assert modalities["result"]["reused"] == 7 and modalities["result"]["evaluations"] == 1
     assert re.search(r"1 coalition evaluated, 7 reused from eval/subsets\.csv", " ".join(outputs["attribute runs/miam"].split()))
     assert (tmp_path / "runs/miam/attribution/climate-by-variable-global-context-all-test.csv").exists()
+    # 7: the map over the rasters' extent, each group's exact Shapley band; soil (no data on the lake) is 0 there
+    import rasterio
+
+    with rasterio.open(tmp_path / "runs/miam/maps/map-shapley.tif") as src:
+        bands = {name: src.read(i + 1) for i, name in enumerate(src.descriptions)}
+        assert (src.width, src.height, src.crs.to_epsg()) == (120, 120, 32631) and float(src.tags()["efficiency_max_gap"]) < 1e-5
+    assert list(bands) == ["p(presence)", "richness", "coverage", "shapley(climate)", "shapley(terrain)", "shapley(soil)"]
+    lake = (bands["coverage"].astype(int) & 4) == 0  # bit 2: soil
+    assert 0 < lake.sum() < 200 and np.all(bands["shapley(soil)"][lake] == 0) and np.isfinite(bands["p(presence)"]).all()

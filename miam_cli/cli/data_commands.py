@@ -195,7 +195,7 @@ def synth_points_cmd(
     threads: Threads = None,
 ) -> None:
     """Presence/background points in a projected CRS (UTM 31N, x/y in metres), covariate GeoTIFFs, a ready
-    dataset spec and recipe, with planted truth in truth.json.
+    dataset spec, recipe and map spec, with planted truth in truth.json.
 
     Example: miam synth points data/points --points 3000 && miam prepare custom data/points/spec.yaml
     """

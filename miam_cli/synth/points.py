@@ -10,6 +10,7 @@
     points.csv                  id, x, y (metres, EPSG:32631), presence (1 = presence, 0 = background)
     spec.yaml                   a ready dataset spec: `miam prepare custom RAW_DIR/spec.yaml`
     recipe.yaml                 a ready recipe for that store (stores/points): `miam train RAW_DIR/recipe.yaml`
+    map.yaml                    a map spec over the rasters' extent at 2 km: `miam map RUN RAW_DIR/map.yaml`
     truth.json                  the planted truth (written last: marks a complete dataset)
 
 Planted truth: one species whose suitability is logistic in the covariates at its location,
@@ -58,7 +59,8 @@ COVARIATES = {
 COEFFICIENTS = {"temperature": 1.6, "precipitation^2": -0.8, "elevation": 1.3, "soil_ph": 0.7, "intercept": -1.5}
 MODALITIES = {"climate": ["temperature", "precipitation"], "terrain": ["elevation"], "soil": ["soil_ph"]}
 LAKE = (slice(150, 166), slice(60, 80))  # soil_ph has no data over a lake
-OUTPUTS = ("rasters", "points.csv", "spec.yaml", "recipe.yaml", "truth.json")
+OUTPUTS = ("rasters", "points.csv", "spec.yaml", "recipe.yaml", "map.yaml", "truth.json")
+MAP_PIXEL = 2000.0  # the map is coarser than the rasters: a laptop maps it in seconds
 
 
 def synth_points(raw_dir: Path | str, points: int = DEFAULT_POINTS, seed: int = 0,
@@ -81,6 +83,7 @@ def synth_points(raw_dir: Path | str, points: int = DEFAULT_POINTS, seed: int = 
     table_path.write_text("id,x,y,presence\n" + "".join(f"{i},{x:.1f},{y:.1f},{p}\n" for i, x, y, p in table))
     (raw / "spec.yaml").write_text(yaml.safe_dump(dataset_spec(), sort_keys=False))
     (raw / "recipe.yaml").write_text(yaml.safe_dump(recipe(), sort_keys=False))
+    (raw / "map.yaml").write_text(yaml.safe_dump(map_spec(), sort_keys=False))
     truth = _truth(seed, table, eta)
     (raw / "truth.json").write_text(json.dumps(truth, indent=2))
     if progress:
@@ -165,6 +168,13 @@ def dataset_spec() -> dict:
             "soil": {"kind": "raster_values", "files": {"soil_ph": "rasters/soil_ph.tif"}},
         },
     }
+
+
+def map_spec() -> dict:
+    """The rasters' whole extent, in their CRS, with the dataset spec's modalities at every pixel."""
+    west, north = ORIGIN
+    east, south = west + SHAPE[1] * PIXEL, north - SHAPE[0] * PIXEL
+    return {"dataset": "spec.yaml", "grid": {"bbox": [west, south, east, north], "resolution": MAP_PIXEL, "crs": CRS}}
 
 
 def recipe() -> dict:
