@@ -58,13 +58,23 @@ def train_cmd(
     Example: miam train recipes/demo.yaml masking.strategy=uniform train.epochs=5 --out runs/demo-uniform
     On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; run again with --resume.
     """
+    from miam_cli.engine.signals import deferred_stop_signals
+
+    with deferred_stop_signals():  # first, before torch is imported: a SIGTERM during start-up still exits 75
+        run = _train(recipe, overrides or [], out_dir, resume)
+    if run is not None:
+        _print_train_result(run, json_out)
+
+
+def _train(recipe: Path, overrides: list[str], out_dir: Optional[Path], resume: bool) -> Optional[Path]:
+    """The run dir on rank 0 (None on other ranks); exit 75 when preempted."""
     import sys
 
     from miam_cli.engine import dist
     from miam_cli.engine.recipe import load_recipe
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    r = load_recipe(recipe, overrides or [])
+    r = load_recipe(recipe, overrides)
     with Progress("train", None) as bar:
         def progress(epoch, step, steps):
             bar.update(step, steps, f"epoch {epoch + 1}/{r.train.epochs}")
@@ -74,8 +84,10 @@ def train_cmd(
             if dist.resolve().is_main:
                 log(f"preempted: {e}; continue with: miam train {recipe} --out <run dir> --resume")
             sys.exit(PREEMPTED_EXIT_CODE)
-    if not dist.resolve().is_main:
-        return  # one result table per job, not one per rank
+    return run if dist.resolve().is_main else None  # one result table per job, not one per rank
+
+
+def _print_train_result(run: Path, json_out: bool) -> None:
     import csv
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))
@@ -164,9 +176,9 @@ def _num(x):
 
 
 def _device(name: str) -> str:
-    import torch
+    from miam_cli.engine.device import resolve_device
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return str(resolve_device(name))
 
 
 def attribute_cmd(

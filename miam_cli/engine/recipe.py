@@ -13,12 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from miam_cli.errors import UserError, did_you_mean
+from miam_cli.files import read_yaml, yaml_problem
 
 STRATEGY_NAMES = ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # inf and NaN are never meaningful settings: `train.weight_decay=.inf` once trained to NaN and exited 0
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -40,19 +42,19 @@ class ModelSection(_Section):
 class MaskingSection(_Section):
     strategy: Literal[STRATEGY_NAMES] = "miam"  # type: ignore[valid-type]
     value: float = Field(0.75, ge=0, le=1, description="constant: masking probability")
-    alpha: float = Field(1.0, gt=0, description="dirichlet: concentration")
+    alpha: float = Field(1.0, gt=0, le=1e4, description="dirichlet: concentration")
     q: float = Field(0.5, ge=0, lt=1, description="dropout: probability of masking a whole modality")
-    kappa: float = Field(10.0, gt=0, description="MixProdBeta sharpness")
+    kappa: float = Field(10.0, gt=0, le=1e4, description="MixProdBeta sharpness")
     lam: float = Field(1.0, ge=0, le=10, alias="lambda", description="MIAM imbalance strength")
     w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
     w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
-    monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
-    monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
+    monitor_every: int = Field(1, ge=1, le=100000, description="epochs between imbalance evaluations")
+    monitor_steps: int = Field(0, ge=0, le=1 << 30, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
     score: Literal["skill", "raw"] = Field(
         "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")
-    eps: float = Field(1e-4, gt=0, description="added to d_m so a plateau cannot divide by zero")
-    monitor_samples: int = Field(0, ge=0, description="validation samples used for s_m (0 = all)")
+    eps: float = Field(1e-4, gt=0, le=1, description="added to d_m so a plateau cannot divide by zero")
+    monitor_samples: int = Field(0, ge=0, le=1 << 40, description="validation samples used for s_m (0 = all)")
 
     @model_validator(mode="after")
     def _weights(self) -> "MaskingSection":
@@ -73,21 +75,21 @@ class TrainSection(_Section):
     epochs: int = Field(10, ge=1, le=100000)
     batch_size: int = Field(256, ge=1, le=1 << 20)
     lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(0.05, ge=0, le=10)
+    warmup_epochs: float = Field(1.0, ge=0, le=100000)
     schedule: Literal["cosine", "constant"] = "cosine"
-    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
-    seed: int = 0
+    grad_clip: float = Field(1.0, ge=0, le=1e6, description="0 disables clipping")
+    seed: int = Field(0, ge=0, lt=1 << 62)
     class_weighting: bool = False
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N | mps")
     amp: bool = True
-    max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
+    max_memory_gb: float = Field(4.0, gt=0, le=1 << 20, description="splits larger than this are streamed from the store")
 
 
 class EvalSection(_Section):
     split: Literal["train", "val", "test"] = "test"
     checkpoint: Literal["best", "last"] = "best"
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, le=1 << 20)
 
 
 class Recipe(_Section):
@@ -130,12 +132,7 @@ class Recipe(_Section):
 # ------------------------------------------------------------------ loading and overrides
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such recipe file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, "recipe") or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping (got {type(data).__name__})")
     for item in overrides:
@@ -154,7 +151,10 @@ def apply_override(data: dict, item: str) -> None:
             raise UserError(f"override {item!r}: {p} is not a section")
         node = node[p]
     node.pop("lambda", None) if parts[-1] == "lam" else None
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:  # `train.epochs=[1,`, or a tag such as !!python/object
+        raise UserError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)})") from None
 
 
 def validate_recipe(data: dict, source: str = "recipe") -> Recipe:
