@@ -1,14 +1,25 @@
-"""The reproduction study: every masking strategy and the unimodal oracles on planted-truth data.
+"""The reproduction study: every masking strategy, MIAM's variants and the oracles, on planted truth.
 
-    python benchmarks/reproduce.py                     # 3 seeds, GeoPlant + TaxaBench synth (make reproduce)
-    python benchmarks/reproduce.py --seeds 1 --quick   # one seed, fewer surveys and epochs
+    python benchmarks/reproduce.py                                   # all studies, 5 seeds (make reproduce)
+    python benchmarks/reproduce.py --study geoplant --seeds 2 --pilot   # validation numbers only
+    python benchmarks/reproduce.py --study geoplant-v2 --seeds 3        # the v2 study (docs/results-v2.md)
 
-Trains `constant, uniform, dirichlet, dropout, opm, uniform-cube, beta-cube, miam` and one oracle
-per masking modality (a model trained on that modality alone) for each seed, evaluates every subset
-plus the paper's partial inputs (one tabular variable, the event year, the centre patch), lays them out
-with `miam compare` (mean ± std over seeds), checks the paper's two claims, runs attribution on a MIAM
-run against the planted truth, and writes everything to docs/results.md (plots in docs/results/).
-Everything is a library call; the same steps are available one by one on the command line.
+Studies (each: synthetic data -> store -> every configuration x seed -> eval-subsets on val and test):
+
+- `geoplant`    synthetic GeoPlant, generator v3 (the paper's regime: Sentinel-2 strong alone, redundant
+                with the tabular data), 3000 surveys, the demo recipe, 12 epochs.
+- `plateau`     small tabular modalities, 4000 points, binary presence (`miam_cli.synth.plateau`):
+                every modality plateaus in an epoch or two, where the imbalance signal is noisiest.
+- `taxabench`   synthetic TaxaBench, embeddings route (five single-token modalities, top-1).
+- `geoplant-v2` the earlier study's data (generator v2), for comparison.
+
+For each study the script writes `docs/results/<study>/compare.md` (mean ± std over seeds), the paired
+comparisons of MIAM with every baseline (`paired.md`: per-seed differences, 95% t-intervals, on the
+average and on the weak modality alone), the share of training samples in which each modality was
+seen alone, and how much r_m moved per update; then `docs/results.md` with the claims measured.
+Settings are chosen on the validation split (`--pilot` prints it); the test split is read only for
+the final tables. Every step is a library call that is also a command (`miam train`, `miam
+eval-subsets`, `miam compare --paired miam`). Runs are reused when they exist under `--work`.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,268 +38,320 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from miam_cli.attribution.run import AttributionRequest, run_attribution  # noqa: E402
-from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant  # noqa: E402
-from miam_cli.data.prepare import run_prepare  # noqa: E402
 from miam_cli.engine.recipe import load_recipe  # noqa: E402
 from miam_cli.engine.train import train  # noqa: E402
-from miam_cli.evaluate.compare import compare_runs, wide_table, write_compare  # noqa: E402
+from miam_cli.evaluate.compare import ORACLE, compare_runs, wide_table, write_compare  # noqa: E402
+from miam_cli.evaluate.paired import format_paired_cell, paired_comparison, write_paired  # noqa: E402
 from miam_cli.evaluate.subsets import run_eval_subsets  # noqa: E402
 
-STRATEGIES = ["constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam"]
-GEOPLANT_GROUPS = {"tabular": ["tabular"], "sentinel2": ["sentinel2"], "timeseries": ["landsat", "bioclim"]}
-# The investigation of MIAM's result (issue 8): one knob at a time against the defaults (GeoPlant only).
-# Diagnostic, not tuning: the defaults stay the paper's (kappa 10, lambda 1, no smoothing).
-ABLATIONS = {
-    "miam-raw-score": ["masking.strategy=miam", "masking.score=raw"],  # the paper's s_m, literally
-    "miam-smoothing": ["masking.strategy=miam", "masking.smoothing=0.5"],
-    "miam-lambda0.5": ["masking.strategy=miam", "masking.lambda=0.5"],
-    "miam-lambda2": ["masking.strategy=miam", "masking.lambda=2"],
-    "miam-lambda3": ["masking.strategy=miam", "masking.lambda=3"],
-    "miam-kappa30": ["masking.strategy=miam", "masking.kappa=30"],
-    "miam-monitor-steps8": ["masking.strategy=miam", "masking.monitor_steps=8"],  # ~4 updates per 33-step epoch
-    "beta-cube-kappa30": ["masking.strategy=beta-cube", "masking.kappa=30"],
-}
+# MIAM as the paper writes it, and with this project's changes (issue 13). Each is spelled out in
+# full so that the rows mean the same whatever the library defaults are.
+MIAM_PAPER = ["masking.strategy=miam", "masking.monitor=paper", "masking.kappa_per_token=0"]
+MIAM_NOISE = ["masking.strategy=miam", "masking.monitor=noise-aware", "masking.kappa_per_token=0"]
+MIAM_NOISE_WHOLE = ["masking.strategy=miam", "masking.monitor=noise-aware", "masking.kappa_per_token=1"]
+MIAM_PAPER_WHOLE = ["masking.strategy=miam", "masking.monitor=paper", "masking.kappa_per_token=1"]
+BASELINES = {s: [f"masking.strategy={s}"] for s in ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube")}
+CONFIGS = {**BASELINES, "miam-paper": MIAM_PAPER, "miam-noise": MIAM_NOISE, "miam-noise-whole": MIAM_NOISE_WHOLE,
+           "miam-paper-whole": MIAM_PAPER_WHOLE, "beta-cube-whole": ["masking.strategy=beta-cube", "masking.kappa_per_token=1"],
+           "miam-noise-whole-lam0.5": [*MIAM_NOISE_WHOLE, "masking.lambda=0.5"],
+           "miam-noise-whole3": ["masking.strategy=miam", "masking.monitor=noise-aware", "masking.kappa_per_token=3"]}
+# what every study trains: the seven baselines, MIAM as the paper writes it, and the variants of issue 13
+MAIN = [*BASELINES, "miam-paper", "miam-noise", "miam-noise-whole", "miam-noise-whole3"]
+# the paper's ablation chain, extended by this project's two changes
+CHAIN = ["uniform", "uniform-cube", "beta-cube", "miam-paper", "miam-noise", "miam-noise-whole"]
+LABELS = {"miam-paper": "miam (paper)", "miam-noise": "miam (noise-aware monitor)",
+          "miam-noise-whole": "miam (noise-aware, whole-modality corners)", "miam-paper-whole": "miam (paper monitor, whole-modality corners)",
+          "beta-cube-whole": "beta-cube (whole-modality corners)", "miam-noise-whole-lam0.5": "miam (noise-aware, whole, λ=0.5)",
+          "miam-noise-whole3": "miam (noise-aware, whole-modality corners ×3)"}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+@dataclass
+class Study:
+    name: str
+    title: str
+    recipe: Path
+    weak: str  # the modality whose gap to its oracle MIAM should close
+    oracles: dict[str, str]  # oracle name -> `modalities=` override
+    overrides: list[str] = field(default_factory=list)
+    selectors: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=lambda: list(MAIN))
+
+
+def geoplant_data(work: Path, surveys: int, version: int) -> Path:
+    from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
+    from miam_cli.data.prepare import run_prepare
+    from miam_cli.synth.geoplant import synth_geoplant
+
+    raw, store = work / "raw", work / "store"
+    if not (raw / "truth.json").exists():
+        synth_geoplant(raw, surveys=surveys, species=24, seed=0, version=version)
+    if not (store / "store.json").exists():
+        plan, decoder = plan_geoplant(raw, GeoPlantOptions())
+        run_prepare(plan, decoder, store, overwrite=True)
+    return store
+
+
+def plateau_data(work: Path) -> Path:
+    from miam_cli.data.custom import load_spec, plan_custom
+    from miam_cli.data.prepare import run_prepare
+    from miam_cli.synth.plateau import synth_plateau
+
+    raw, store = work / "raw", work / "store"
+    if not (raw / "truth.json").exists():
+        synth_plateau(raw, points=4000, seed=0)
+    if not (store / "store.json").exists():
+        plan, decoder = plan_custom(load_spec(raw / "spec.yaml"), raw / "spec.yaml")
+        run_prepare(plan, decoder, store, overwrite=True)
+    return store
+
+
+def taxabench_data(work: Path) -> Path:
+    from miam_cli.data.prepare import run_prepare
+    from miam_cli.data.taxabench import TaxaBenchOptions, plan_taxabench
+    from miam_cli.synth.taxabench import synth_taxabench
+
+    raw, store = work / "raw", work / "store"
+    if not (raw / "truth.json").exists():
+        synth_taxabench(raw, seed=0)
+    if not (store / "store.json").exists():
+        plan, decoder = plan_taxabench(raw, TaxaBenchOptions(embeddings=[str(raw / "embeddings.pt")]))
+        run_prepare(plan, decoder, store, overwrite=True)
+    return store
+
+
+GEOPLANT_ORACLES = {"sentinel2": "{sentinel2: [sentinel2]}", "timeseries": "{timeseries: [landsat, bioclim]}",
+                    "tabular": "{tabular: [tabular]}"}
+
+
+def make_study(name: str, work: Path, args) -> tuple[Study, Path]:
+    recipes = ROOT / "recipes"
+    epochs = [f"train.epochs={args.epochs}"]
+    if name in ("geoplant", "geoplant-v2"):
+        version = 3 if name == "geoplant" else 2
+        store = geoplant_data(work, args.surveys, version)
+        selectors = ["tabular[variable=bio1]", "landsat[year=2003]", "sentinel2[patch=center]"]
+        title = ("GeoPlant, synthetic generator v3 (the paper's regime)" if version == 3
+                 else "GeoPlant, synthetic generator v2 (the earlier study's data)")
+        return Study(name, title, recipes / "demo.yaml", "sentinel2", GEOPLANT_ORACLES, epochs, selectors), store
+    if name == "plateau":
+        store = plateau_data(work)
+        mods = ["climate", "soil", "topo", "cover"]
+        return Study(name, "Plateau regime: small tabular modalities, binary presence/background", recipes / "demo.yaml", "cover",
+                     {m: f"[{m}]" for m in mods}, [f"modalities=[{', '.join(mods)}]", *epochs]), store
+    if name == "taxabench":
+        store = taxabench_data(work)
+        mods = list(json.loads((store / "store.json").read_text())["modalities"])
+        return Study(name, "TaxaBench, synthetic (embeddings route)", recipes / "taxabench.yaml", "location",
+                     {m: f"[{m}]" for m in mods}, epochs), store
+    raise SystemExit(f"unknown study {name!r}")
+
+
 def train_once(recipe_path: Path, store: Path, run: Path, overrides: list[str]) -> Path:
-    if (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists():
+    """Train unless a finished run is there; an interrupted one (last.pt, fewer epochs) is resumed."""
+    recipe = load_recipe(recipe_path, [f"store={store}", *overrides])
+    metrics = run / "metrics.csv"
+    if metrics.exists() and len(pd.read_csv(metrics)) >= recipe.train.epochs and (run / "checkpoints" / "best.pt").exists():
         return run
+    if (run / "checkpoints" / "last.pt").exists():
+        return train(recipe, run, resume=True, log=lambda *_: None)
     if run.exists():
         shutil.rmtree(run)
-    recipe = load_recipe(recipe_path, [f"store={store}", *overrides])
     return train(recipe, run, log=lambda *_: None)
 
 
 def evaluate_once(run: Path, subsets: list[str]) -> None:
-    """eval-subsets unless this run already has them (a re-run of the study only redoes what is missing)."""
-    if not (run / "eval" / "subsets.csv").exists():
-        run_eval_subsets(run, "test", "best", subsets)
+    """eval-subsets on val and test, unless this run already has them."""
+    table = run / "eval" / "subsets.csv"
+    have = set(pd.read_csv(table)["split"]) if table.exists() else set()
+    for split in ("val", "test"):
+        if split not in have:
+            run_eval_subsets(run, split, "best", subsets)
 
 
-def study(name: str, recipe_path: Path, store: Path, work: Path, groups: list[str], selectors: list[str], seeds: int,
-          extra: list[str]) -> tuple[list[Path], dict]:
-    """Train and evaluate every strategy and oracle for `seeds` seeds; returns the run dirs and timings."""
-    runs, timings = [], {}
-    for seed in range(seeds):
-        for strategy in STRATEGIES:
+def run_study(study: Study, store: Path, runs_dir: Path, seeds: list[int], configs: list[str]) -> dict[str, list[Path]]:
+    """Train and evaluate every configuration and oracle for every seed; returns config -> run dirs."""
+    made: dict[str, list[Path]] = {}
+    for seed in seeds:
+        for config in configs:
             start = time.monotonic()
-            run = train_once(recipe_path, store, work / f"{strategy}-s{seed}", [f"masking.strategy={strategy}", f"train.seed={seed}", *extra])
-            evaluate_once(run, ["all", *selectors])
-            timings[f"{strategy}-s{seed}"] = time.monotonic() - start
-            log(f"{name}: {strategy} seed {seed} done ({timings[f'{strategy}-s{seed}']:.0f}s)")
-            runs.append(run)
-        for g in groups:
-            start = time.monotonic()
-            run = train_once(recipe_path, store, work / f"oracle-{g}-s{seed}",
-                             [f"modalities=[{g}]" if name == "taxabench" else f"modalities={{{g}: {GEOPLANT_GROUPS[g]}}}".replace("'", ""),
-                              "masking.strategy=uniform", f"train.seed={seed}", *extra])
+            run = train_once(study.recipe, store, runs_dir / f"{config}-s{seed}", [*CONFIGS[config], f"train.seed={seed}", *study.overrides])
+            evaluate_once(run, ["all", *study.selectors])
+            made.setdefault(config, []).append(run)
+            log(f"{study.name}: {config} seed {seed} ({time.monotonic() - start:.0f}s)")
+        for oracle, groups in study.oracles.items():
+            overrides = [o for o in study.overrides if not o.startswith("modalities=")]
+            run = train_once(study.recipe, store, runs_dir / f"oracle-{oracle}-s{seed}",
+                             [f"modalities={groups}", "masking.strategy=uniform", f"train.seed={seed}", *overrides])
             evaluate_once(run, ["all"])
-            timings[f"oracle-{g}-s{seed}"] = time.monotonic() - start
-            runs.append(run)
-    return runs, timings
+            made.setdefault(f"oracle-{oracle}", []).append(run)
+    return made
 
 
-def ablations(recipe_path: Path, store: Path, work: Path, selectors: list[str], seeds: int, extra: list[str]) -> list[Path]:
-    runs = []
-    for seed in range(seeds):
-        for name, overrides in ABLATIONS.items():
-            run = train_once(recipe_path, store, work / f"ablation-{name}-s{seed}", [*overrides, f"train.seed={seed}", *extra])
-            evaluate_once(run, ["all", *selectors])
-            log(f"ablation {name} seed {seed} done")
-            runs.append(run)
-    return runs
+def row_names(made: dict[str, list[Path]]) -> dict[str, str]:
+    """run dir -> row name: the study names its configurations (compare would name them by recipe keys)."""
+    return {str(r): LABELS.get(c, c) for c, runs in made.items() if not c.startswith("oracle-") for r in runs}
 
 
-# λ picked the way a user would: by the average over subsets on the validation split, never the test split.
-LAMBDA_RUNS = {0.5: "ablation-miam-lambda0.5", 1.0: "miam", 2.0: "ablation-miam-lambda2", 3.0: "ablation-miam-lambda3"}
+def study_tables(made: dict[str, list[Path]], split: str) -> pd.DataFrame:
+    """Mean, std and count over seeds per (row, subset), with the study's row names."""
+    runs = [r for rs in made.values() for r in rs]
+    return compare_runs(runs, split=split, labels=row_names(made))
 
 
-def subset_average(run: Path, split: str, selectors: list[str]) -> tuple[float, float]:
-    """(mean metric over every subset and selector, metric on Sentinel-2 alone) of a run on a split."""
-    from miam_cli.evaluate.run import open_run
-    from miam_cli.evaluate.subsets import eval_subsets, subset_specs
-
-    loaded = open_run(run)
-    metric = "auc" if loaded.task == "multilabel" else "top1"
-    table = eval_subsets(loaded, subset_specs(loaded, ["all", *selectors]), split)  # returned, not written
-    return float(table[metric].mean()), float(table.set_index("subset").loc["sentinel2", metric])
+def paired_vs(made: dict[str, list[Path]], reference: str, split: str):
+    """Per-seed paired differences `reference − other`, every non-oracle row."""
+    runs = [r for c, rs in made.items() if not c.startswith("oracle-") for r in rs]
+    return paired_comparison(runs, LABELS.get(reference, reference), split=split, labels=row_names(made))
 
 
-def lambda_on_validation(runs_dir: Path, selectors: list[str], seeds: int, test_mean: pd.DataFrame) -> list[str]:
-    """Choose λ on the validation split's average over subsets; report the choice's test numbers."""
-    rows, val_avg, test_avg = [], {}, {}
-    for lam, name in LAMBDA_RUNS.items():
-        val = [subset_average(runs_dir / f"{name}-s{s}", "val", selectors) for s in range(seeds)]
-        test = [subset_average(runs_dir / f"{name}-s{s}", "test", selectors) for s in range(seeds)]
-        val_avg[lam] = float(np.mean([v[0] for v in val]))
-        test_avg[lam] = np.mean(test, axis=0)  # (average over subsets, sentinel2 alone)
-        spread = f" ± {100 * np.std([v[0] for v in val], ddof=1):.1f}" if seeds > 1 else ""
-        rows.append(f"| {lam:g} | {100 * val_avg[lam]:.1f}{spread} | {100 * test_avg[lam][0]:.1f} | {100 * test_avg[lam][1]:.1f} |")
-    chosen = max(val_avg, key=val_avg.get)
-    avg, s2 = test_avg[chosen]
-    baselines = test_mean["average"].drop(index=["oracle", "miam"], errors="ignore")
-    gap = test_mean.loc["oracle", "sentinel2"] - test_mean.loc["uniform", "sentinel2"]
-    closed = (s2 - test_mean.loc["uniform", "sentinel2"]) / gap
-    return ["λ chosen the way a user would choose it: by the average over subsets on the **validation** split "
-            f"(mean over {seeds} seeds), then read on the test split.\n",
-            "| λ | validation average | test average | test sentinel2 alone |", "| --- | --- | --- | --- |", *rows, "",
-            f"- Chosen: λ = {chosen:g}. Its test average {100 * avg:.1f} against the best baseline's "
-            f"{100 * baselines.max():.1f} ({baselines.idxmax()}): **{'holds' if avg >= baselines.max() else 'does not hold'}**.",
-            f"- Its Sentinel-2 alone {100 * s2:.1f} closes {100 * closed:.0f}% of uniform's gap to the oracle: "
-            f"**{'holds' if closed >= 0.5 else 'does not hold'}**."]
+def alone_shares(made: dict[str, list[Path]], groups: list[str]) -> pd.DataFrame:
+    """Mean over epochs and seeds of the share of training samples that saw only modality m."""
+    rows = {}
+    for config, runs in made.items():
+        if config.startswith("oracle-"):
+            continue
+        frames = [pd.read_csv(r / "metrics.csv") for r in runs]
+        rows[LABELS.get(config, config)] = {g: float(np.mean([f[f"alone_{g}"].mean() for f in frames if f"alone_{g}" in f]))
+                                            for g in groups}
+    return pd.DataFrame(rows).T
 
 
-def gaps_closed(mean: pd.DataFrame, weak: str) -> list[str]:
-    """For every row: its average, and the share of uniform's gap to the oracle on `weak` it closes."""
-    gap = mean.loc["oracle", weak] - mean.loc["uniform", weak]
-    lines = [f"Share of uniform's `{weak}` gap to the oracle ({100 * gap:.1f} points) closed, and the average over subsets:\n"]
-    for label in mean.index.drop(["oracle", "uniform"], errors="ignore"):
-        closed = (mean.loc[label, weak] - mean.loc["uniform", weak]) / gap if gap > 0 else float("nan")
-        lines.append(f"- {label}: {100 * closed:.0f}%; average {100 * mean.loc[label, 'average']:.1f}")
-    lines.append(f"- uniform: average {100 * mean.loc['uniform', 'average']:.1f}")
+def ratio_steps(made: dict[str, list[Path]]) -> pd.DataFrame:
+    """For adaptive MIAM runs: how far r_m moved per monitor update (max |log r_t − log r_{t−1}|,
+    as a factor), and the range of r_m over training, max over modalities, median over seeds."""
+    rows = {}
+    for config, runs in made.items():
+        if not config.startswith("miam"):
+            continue
+        steps, spans = [], []
+        for r in runs:
+            imb = pd.read_csv(r / "imbalance.csv")
+            logs = np.log(imb[[c for c in imb.columns if c.startswith("r_")]].to_numpy(dtype=float))
+            steps.append(float(np.exp(np.abs(np.diff(logs, axis=0)).max())))
+            spans.append(float(np.exp((logs.max(axis=0) - logs.min(axis=0)).max())))
+        rows[LABELS.get(config, config)] = {"largest step (x)": float(np.median(steps)), "range of r_m (x)": float(np.median(spans))}
+    return pd.DataFrame(rows).T
+
+
+def markdown_table(frame: pd.DataFrame, fmt) -> str:
+    lines = [f"| | {' | '.join(map(str, frame.columns))} |", "| --- |" + " --- |" * len(frame.columns)]
+    lines += [f"| {idx} | {' | '.join(fmt(v) for v in row)} |" for idx, row in frame.iterrows()]
+    return "\n".join(lines)
+
+
+def gap_closed(mean: pd.DataFrame, label: str, weak: str) -> float:
+    gap = mean.loc[ORACLE, weak] - mean.loc["uniform", weak]
+    return float((mean.loc[label, weak] - mean.loc["uniform", weak]) / gap) if gap > 0 else float("nan")
+
+
+def claim_lines(mean: pd.DataFrame, vs_best: dict, ref: str, best: str, weak: str, closed: float) -> list[str]:
+    """Issue 13's criteria: the average at least every baseline's, with the paired interval against the
+    best baseline not below 0; and the share of uniform's gap on the weak modality closed."""
+    avg = vs_best["average"]
+    if avg.verdict == "better":
+        verdict = "holds at 95% confidence"
+    elif avg.verdict == "tie":
+        verdict = "a tie at 95% confidence (" + ("ahead on the mean" if avg.mean >= 0 else "behind on the mean") + ")"
+    elif avg.verdict == "worse":
+        verdict = "does not hold (worse at 95% confidence)"
+    else:
+        verdict = "one seed: no interval"
+    weak_cell = vs_best[weak]
+    return [f"- Average over subsets: {ref} {100 * mean.loc[ref, 'average']:.1f}, best baseline ({best}) "
+            f"{100 * mean.loc[best, 'average']:.1f}; paired difference {format_paired_cell(avg)}: **{verdict}**.",
+            f"- `{weak}` alone: oracle {100 * mean.loc[ORACLE, weak]:.1f}, uniform {100 * mean.loc['uniform', weak]:.1f}, "
+            f"{ref} {100 * mean.loc[ref, weak]:.1f}: closes **{100 * closed:.0f}%** of uniform's gap "
+            f"({100 * (mean.loc[ORACLE, weak] - mean.loc['uniform', weak]):.1f} points); against {best} there: {format_paired_cell(weak_cell)}."]
+
+
+def report(study: Study, made: dict[str, list[Path]], out_dir: Path, reference: str, split: str) -> list[str]:
+    """The study's section of results.md; tables also written under out_dir."""
+    agg = study_tables(made, split)
+    write_compare(agg, out_dir)
+    mean, _, _ = wide_table(agg)
+    groups = [c for c in mean.columns if "+" not in c and "[" not in c and c != "average"]
+    ref = LABELS.get(reference, reference)
+    paired = paired_vs(made, reference, split)
+    write_paired(paired, out_dir)
+    shares = alone_shares(made, groups)
+    steps = ratio_steps(made)
+    baselines = [lab for lab in mean.index if lab not in (ORACLE, ref) and not lab.startswith("miam")]
+    best = max(baselines, key=lambda lab: mean.loc[lab, "average"])
+    closed = gap_closed(mean, ref, study.weak) if ORACLE in mean.index and study.weak in mean.columns else float("nan")
+    lines = [f"## {study.title}\n", (out_dir / "compare.md").read_text(),
+             f"### {ref} against every other row, seed by seed ({split} split)\n", (out_dir / "paired.md").read_text(),
+             "### The claims, measured\n", *claim_lines(mean, paired.rows[best], ref, best, study.weak, closed),
+             "", f"Share of the gap on `{study.weak}` closed, and the average, for every row:\n"]
+    for lab in mean.index.drop([ORACLE, "uniform"], errors="ignore"):
+        lines.append(f"- {lab}: {100 * gap_closed(mean, lab, study.weak):.0f}%; average {100 * mean.loc[lab, 'average']:.1f}")
+    chain = [LABELS.get(c, c) for c in CHAIN if LABELS.get(c, c) in mean.index]
+    lines += ["", "The ablation chain on `" + study.weak + "` alone and on the average: " +
+              " → ".join(f"{lab} {100 * mean.loc[lab, study.weak]:.1f} / {100 * mean.loc[lab, 'average']:.1f}" for lab in chain) + ".", "",
+              "Share of training samples in which only one modality was visible (mean over epochs and seeds):\n",
+              markdown_table(shares, lambda v: f"{100 * v:.1f}%"), ""]
+    if len(steps):
+        lines += ["How much r_m moved: the largest change in one monitor update and the range over training "
+                  "(factors, max over modalities, median over seeds):\n", markdown_table(steps, lambda v: f"{v:.1f}×"), ""]
     return lines
 
 
-def claims(mean: pd.DataFrame, weak: str) -> list[str]:
-    """The paper's two claims, measured: MIAM's average >= every baseline's; MIAM closes >= half of
-    uniform's gap to the oracle on the weak modality."""
-    lines = []
-    avg = mean["average"].drop(index="oracle", errors="ignore")
-    best_other = avg.drop(index="miam").max()
-    ok = avg["miam"] >= best_other
-    lines.append(f"- MIAM's average over subsets {100 * avg['miam']:.1f} vs the best baseline's {100 * best_other:.1f} "
-                 f"({avg.drop(index='miam').idxmax()}): **{'holds' if ok else 'does not hold'}**.")
-    if "oracle" in mean.index and weak in mean.columns and np.isfinite(mean.loc["oracle", weak]):
-        gap_u = mean.loc["oracle", weak] - mean.loc["uniform", weak]
-        gap_m = mean.loc["oracle", weak] - mean.loc["miam", weak]
-        closed = 1 - gap_m / gap_u if gap_u > 0 else float("nan")
-        lines.append(f"- On `{weak}` alone: oracle {100 * mean.loc['oracle', weak]:.1f}, uniform {100 * mean.loc['uniform', weak]:.1f}, "
-                     f"MIAM {100 * mean.loc['miam', weak]:.1f}: MIAM closes {100 * closed:.0f}% of uniform's gap "
-                     f"(claim: at least half): **{'holds' if closed >= 0.5 else 'does not hold'}**.")
-    return lines
-
-
-def attribution_section(run: Path, truth: dict, out_dir: Path) -> list[str]:
-    # 512 test samples and ~600 coalition evaluations per sampled report: minutes, with standard errors stated.
-    # Context none (the modality alone): the planted truths are about what each modality carries. With
-    # the other modalities visible, a modality the model leans on little (Sentinel-2 beside the
-    # dominant tabular data: the imbalance itself) has values near 1e-3 AUC, where noise decides ranks.
-    reqs = [AttributionRequest(modality="sentinel2", by="band", context="none", max_samples=512),
-            AttributionRequest(modality="sentinel2", by="patch", context="none", budget=600, max_samples=512),
-            AttributionRequest(modality="landsat", by="year", context="none", budget=600, max_samples=512)]
-    lines = []
-    for req in reqs:
-        res = run_attribution(run, req, out_dir=out_dir, log=lambda *_: None)
-        r = res["result"]
-        order = [r.players[i] for i in np.argsort(-r.values)]
-        lines.append(f"- `{req.modality}` by {req.by} (context {req.context}): ranking {', '.join(order[:6])}{' …' if len(order) > 6 else ''} "
-                     f"({r.method}, {r.evaluations} evaluations); plot `results/{res['stem']}.png`.")
-        if req.by == "band":
-            ok = min(r.values[r.players.index(b)] for b in ("red", "nir")) > max(r.values[r.players.index(b)] for b in ("green", "blue"))
-            lines.append(f"  - planted truth (red and NIR above green and blue): **{'recovered' if ok else 'not recovered'}**")
-        if req.by == "year":
-            first = order[0] == str(truth.get("event_year"))
-            lines.append(f"  - planted truth (event year {truth.get('event_year')} first): **{'recovered' if first else 'not recovered'}**")
-        if req.by == "patch":
-            grid = np.array(r.values).reshape(4, 4)
-            centre, edge = grid[1:3, 1:3].mean(), np.concatenate([grid[0], grid[-1], grid[1:3, 0], grid[1:3, -1]]).mean()
-            lines.append(f"  - planted truth (centre above edge): centre mean {centre:.4f}, edge mean {edge:.4f}: "
-                         f"**{'recovered' if centre > edge else 'not recovered'}**")
-    return lines
+def pilot(study: Study, made: dict[str, list[Path]]) -> None:
+    """Validation numbers only: what the choice of MIAM's settings may look at."""
+    mean, _, _ = wide_table(study_tables(made, "val"))
+    cols = [c for c in mean.columns if "+" not in c and "[" not in c]
+    print(f"\n{study.name}: validation split, mean over seeds (x100)")
+    print((100 * mean[cols]).round(1).to_string())
+    for ref in [c for c in made if c.startswith("miam")]:
+        if ref in made:
+            res = paired_vs(made, ref, "val")
+            print(f"{LABELS[ref]} minus: " + "; ".join(f"{o}: avg {format_paired_cell(c['average'])}, {study.weak} "
+                                                      f"{format_paired_cell(c[study.weak])}" for o, c in res.rows.items()
+                                                      if o in ("dropout", "opm", "uniform")))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--study", nargs="*", default=["geoplant", "plateau", "taxabench"])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--surveys", type=int, default=3000)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--quick", action="store_true", help="2000 surveys, 6 epochs: a smoke run of the whole study")
-    ap.add_argument("--work", type=Path, default=ROOT / "build" / "reproduce")
+    ap.add_argument("--configs", nargs="*", default=None, help="configurations to train (default: all)")
+    ap.add_argument("--reference", default="miam-noise-whole", help="the MIAM row compared with every baseline")
+    ap.add_argument("--pilot", action="store_true", help="print validation numbers only; write nothing under docs/")
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "reproduce-v3")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
-    ap.add_argument("--skip-taxabench", action="store_true")
-    ap.add_argument("--skip-ablations", action="store_true", help="leave out the one-knob MIAM investigation")
     args = ap.parse_args()
-    if args.quick:
-        args.surveys, args.epochs = 2000, 6
     start = time.monotonic()
-    work = args.work
-    recipes = ROOT / "recipes"
-    extra = [f"train.epochs={args.epochs}"]
-
-    # ---------------- GeoPlant
-    from miam_cli.synth.geoplant import synth_geoplant
-
-    raw, store = work / "geoplant-raw", work / "geoplant-store"
-    if not (raw / "truth.json").exists():
-        synth_geoplant(raw, surveys=args.surveys, species=24, seed=0)
-    if not (store / "store.json").exists():
-        plan, decoder = plan_geoplant(raw, GeoPlantOptions())
-        run_prepare(plan, decoder, store, overwrite=True)
-    truth = json.loads((raw / "truth.json").read_text())
-    selectors = ["tabular[variable=bio1]", f"landsat[year={truth['event_year']}]", "sentinel2[patch=center]"]
-    runs, timings = study("geoplant", recipes / "demo.yaml", store, work / "geoplant-runs", list(GEOPLANT_GROUPS), selectors, args.seeds, extra)
-    results_dir = args.out.parent / "results"
-    agg = compare_runs(runs)
-    write_compare(agg, results_dir / "geoplant")
-    mean, _, _ = wide_table(agg)
-    sections = [("GeoPlant (synthetic, planted truth)", (results_dir / "geoplant" / "compare.md").read_text(), claims(mean, "sentinel2"))]
-    attribution = attribution_section(work / "geoplant-runs" / "miam-s0", truth, results_dir)
-    if not args.skip_ablations:
-        abl = ablations(recipes / "demo.yaml", store, work / "geoplant-runs", selectors, args.seeds, extra)
-        keep = [r for r in runs if r.name.rsplit("-s", 1)[0] in ("uniform", "beta-cube", "miam", "oracle-sentinel2", "oracle-timeseries")]
-        aagg = compare_runs(keep + abl)
-        write_compare(aagg, results_dir / "geoplant-ablations")
-        amean, _, _ = wide_table(aagg)
-        investigation = [(results_dir / "geoplant-ablations" / "compare.md").read_text(), *gaps_closed(amean, "sentinel2"), "",
-                         "### Choosing λ on validation\n", *lambda_on_validation(work / "geoplant-runs", selectors, args.seeds, mean)]
-
-    # ---------------- TaxaBench (embeddings route: 5 single-token modalities, top-1)
-    if not args.skip_taxabench:
-        from miam_cli.data.taxabench import TaxaBenchOptions, plan_taxabench
-        from miam_cli.synth.taxabench import synth_taxabench
-
-        traw, tstore = work / "taxabench-raw", work / "taxabench-store"
-        if not (traw / "truth.json").exists():
-            synth_taxabench(traw, seed=0)
-        if not (tstore / "store.json").exists():
-            plan, decoder = plan_taxabench(traw, TaxaBenchOptions(embeddings=[str(traw / "embeddings.pt")]))
-            run_prepare(plan, decoder, tstore, overwrite=True)
-        groups = json.loads((tstore / "store.json").read_text())["modalities"]
-        truns, ttimings = study("taxabench", recipes / "taxabench.yaml", tstore, work / "taxabench-runs", list(groups), [], args.seeds, extra)
-        timings.update({f"taxabench-{k}": v for k, v in ttimings.items()})
-        tagg = compare_runs(truns)
-        write_compare(tagg, results_dir / "taxabench")
-        tmean, _, _ = wide_table(tagg)
-        weakest = min(groups, key=lambda g: tmean.loc["uniform", g] if g in tmean.columns else np.inf)
-        sections.append(("TaxaBench (synthetic, embeddings route)", (results_dir / "taxabench" / "compare.md").read_text(), claims(tmean, weakest)))
-
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    sections, trained = [], []
+    for name in args.study:
+        work = args.work / name
+        study, store = make_study(name, work, args)
+        configs = args.configs or study.configs
+        made = run_study(study, store, work / "runs", seeds, configs)
+        trained += [r for rs in made.values() for r in rs]
+        if args.pilot:
+            pilot(study, made)
+        else:
+            sections += report(study, made, args.out.parent / "results" / name, args.reference, "test")
+    if args.pilot:
+        return
     minutes = (time.monotonic() - start) / 60
-    trained = sorted((work / "geoplant-runs").glob("*-s*")) + sorted((work / "taxabench-runs").glob("*-s*"))
-    train_minutes = sum(pd.read_csv(r / "metrics.csv")["seconds"].sum() for r in trained if (r / "metrics.csv").exists()) / 60
+    train_minutes = sum(pd.read_csv(r / "metrics.csv")["seconds"].sum() for r in trained) / 60
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    where = work.resolve().relative_to(ROOT) if work.resolve().is_relative_to(ROOT) else work
-    text = [f"# Reproduction study\n\nRegenerate with `{command.strip()}` (it reuses finished runs under `{where}/`; "
-            f"`make reproduce` runs the defaults, {ap.get_default('seeds')} seeds, {ap.get_default('surveys')} surveys, "
-            f"{ap.get_default('epochs')} epochs, under `build/reproduce/`). {len(trained)} models ({args.seeds} seed(s), {args.surveys} surveys, {args.epochs} "
-            f"epochs each) took {train_minutes:.0f} minutes of training on this machine in all; this pass took {minutes:.1f} "
-            "minutes (evaluation and attribution included).\n"]
-    for title, table, claim_lines in sections:
-        text += [f"## {title}\n", table, "### The paper's claims, measured\n", *claim_lines, ""]
-    if not args.skip_ablations:
-        text += ["## Investigation: one MIAM knob at a time (GeoPlant)\n",
-                 "Each row changes one setting of the `miam` (or `beta-cube`) row above; same data, seeds and epochs.\n",
-                 *investigation, ""]
-    text += ["## Attribution on the GeoPlant benchmark (MIAM, seed 0)\n", *attribution, ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    # a hand-written discussion below the marker survives regeneration
+    header = [f"# Reproduction study (issue 13)\n",
+              f"Regenerate with `{command.strip()}` (`make reproduce`; runs are reused from `--work`). "
+              f"{len(trained)} models ({len(seeds)} seeds, {args.epochs} epochs each) took {train_minutes:.0f} minutes of "
+              f"training on this 2-core machine; this pass took {minutes:.0f} minutes. The earlier study on generator v2 "
+              "is in `docs/results-v2.md`.\n"]
     marker = "<!-- discussion -->"
     kept = args.out.read_text().split(marker, 1)[1] if args.out.exists() and marker in args.out.read_text() else ""
-    args.out.write_text("\n".join(text) + "\n" + (marker + kept if kept else ""))
+    args.out.write_text("\n".join(header + sections) + "\n" + (marker + kept if kept else ""))
     log(f"wrote {args.out} in {minutes:.1f} min")
 
 

@@ -8,6 +8,7 @@ import io
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -454,3 +455,163 @@ def test_monitor_skill_floor_keeps_ratios_finite_below_chance():
     again = ImbalanceMonitor(["a", "b"])
     again.load_state_dict(state)
     assert again.chance == 0.5 and again.update([0.4, 0.9]) == mon.update([0.4, 0.9])
+
+
+# --- noise-aware monitor ---------------------------------------------------------------------------
+
+
+class _Plateau:
+    """A simulated model on a fixed validation set: per modality a true score signal plus, at every
+    evaluation, fresh prediction noise (what SGD does to a model whose population AUC has stopped
+    moving). Returns the measured macro AUC and its influence vector, as the trainer does."""
+
+    def __init__(self, strengths, gains=None, n=600, classes=6, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.y = self.rng.random((n, classes)) < 0.3
+        self.latent = self.rng.standard_normal((n, classes))
+        self.strengths, self.gains = np.asarray(strengths, float), np.zeros(len(strengths)) if gains is None else np.asarray(gains, float)
+        self.t = 0
+
+    def evaluate(self):
+        from miam_cli.evaluate.uncertainty import auc_influence
+
+        scores, psi = [], []
+        for m, (a, g) in enumerate(zip(self.strengths, self.gains)):
+            signal = (a + g * self.t) * self.y + 0.6 * self.latent
+            s = signal + 0.5 * self.rng.standard_normal(self.y.shape)
+            auc, infl, _ = auc_influence(self.y, s)
+            scores.append(auc)
+            psi.append(infl)
+        self.t += 1
+        return scores, np.stack(psi)
+
+
+def test_noise_aware_monitor_ignores_plateau_noise_the_paper_follows():
+    """All modalities plateaued: the paper's r swings by orders of magnitude with validation noise;
+    the noise-aware r settles on ρ_s (strong masked more) and never jumps by more than max_step."""
+    names = ["strong", "mid", "weak"]
+    paper = ImbalanceMonitor(names, chance=0.5)
+    aware = ImbalanceMonitor(names, chance=0.5, mode="noise-aware", max_step=2.0)
+    sim = _Plateau([1.5, 0.8, 0.3])
+    paper_r, aware_r = [], []
+    for _ in range(12):
+        scores, psi = sim.evaluate()
+        paper.update(scores, psi)
+        rec = aware.update(scores, psi)
+        paper_r.append(paper.ratios.numpy().copy())
+        aware_r.append(aware.ratios.numpy().copy())
+    paper_r, aware_r = np.log(np.array(paper_r[2:])), np.log(np.array(aware_r[2:]))
+    assert np.ptp(paper_r, axis=0).max() > np.log(8)  # the paper's ratio wanders over > 8x
+    assert np.ptp(aware_r[4:], axis=0).max() < np.log(2)  # the noise-aware one settles within 2x
+    assert np.ptp(aware_r, axis=0).max() < 0.5 * np.ptp(paper_r, axis=0).max()
+    final = np.exp(aware_r[-1])
+    assert final[0] > final[1] > final[2]  # ordered by strength, as ρ_s is
+    assert rec["d_strong"] == 0.0 or rec["d_strong"] < rec["se_delta_strong"]
+    assert all(rec[f"se_delta_{n}"] > 0 and rec[f"se_{n}"] > 0 for n in names)
+
+
+def test_noise_aware_monitor_sees_a_modality_that_really_learns():
+    """A weak modality that gains steadily beyond noise gets a lower r (masked less) than the same
+    modality on a plateau: the learning speed still speaks when it is a signal."""
+    names = ["strong", "weak"]
+    results = {}
+    for label, gains in (("plateau", [0.0, 0.0]), ("learning", [0.0, 0.08])):
+        mon = ImbalanceMonitor(names, chance=0.5, mode="noise-aware")
+        sim = _Plateau([1.5, 0.3], gains, seed=1)
+        for _ in range(6):
+            rec = mon.update(*sim.evaluate())
+        results[label] = (mon.ratios[1].item(), rec["d_weak"])
+    assert results["learning"][1] > 0.0
+    assert results["learning"][0] < results["plateau"][0]
+
+
+def test_noise_aware_ratio_steps_are_bounded():
+    rng = np.random.default_rng(5)
+    for max_step in (1.5, 2.0, 4.0):
+        mon = ImbalanceMonitor(["a", "b", "c"], chance=0.5, mode="noise-aware", max_step=max_step, z=0.0)
+        prev = mon.ratios.numpy().astype(np.float64)
+        for _ in range(30):  # wild scores: the targets jump by orders of magnitude
+            scores = rng.uniform(0.5, 1.0, size=3)
+            psi = rng.normal(0, 1e-4, size=(3, 50))
+            mon.update(scores, psi)
+            now = mon.ratios.numpy().astype(np.float64)
+            assert np.all(np.abs(np.log(now) - np.log(prev)) <= np.log(max_step) + 1e-6)
+            prev = now
+
+
+def test_noise_aware_monitor_hand_computed():
+    """Two modalities, window 1, z = 1: d = max(|Δk| − σΔ, 0), τ = median σΔ, one trust-region step."""
+    mon = ImbalanceMonitor(["a", "b"], chance=0.5, mode="noise-aware", window=1, z=1.0, max_step=2.0)
+    psi0 = np.array([[0.01, -0.01, 0.0, 0.0], [0.0, 0.0, 0.02, -0.02]])
+    mon.update([0.70, 0.60], psi0)
+    psi1 = np.array([[0.01, -0.01, 0.01, 0.0], [0.0, 0.0, 0.02, -0.02]])
+    rec = mon.update([0.80, 0.60], psi1)
+    # Δk = [0.2, 0]; σΔ = [0.01/0.5, 0] = [0.02, 0]; d = [0.18, 0]; τ = median(0.02, 0) = 0.01
+    assert rec["delta_a"] == pytest.approx(0.2) and rec["se_delta_a"] == pytest.approx(0.02)
+    assert rec["d_a"] == pytest.approx(0.18) and rec["d_b"] == 0.0
+    g_d = math.sqrt(0.19 * 0.01)
+    k = [0.6, 0.2]
+    rho_s = [k[0] / math.sqrt(k[0] * k[1]), k[1] / math.sqrt(k[0] * k[1])]
+    target = [rho_s[0] / (0.19 / g_d), rho_s[1] / (0.01 / g_d)]
+    expected = [min(max(t, 0.5), 2.0) for t in target]  # from r = 1, at most a factor 2
+    assert rec["r_a"] == pytest.approx(expected[0], rel=1e-9) and rec["r_b"] == pytest.approx(expected[1], rel=1e-9)
+    assert rec["se_a"] == pytest.approx(math.sqrt(0.01**2 * 3))
+
+
+def test_noise_aware_monitor_state_round_trip_and_refusals():
+    sim = _Plateau([1.2, 0.4], [0.0, 0.05], seed=2)
+    evals = [sim.evaluate() for _ in range(6)]
+    a = ImbalanceMonitor(["x", "y"], chance=0.5, mode="noise-aware", window=3)
+    for e in evals[:3]:
+        a.update(*e)
+    b = ImbalanceMonitor(["x", "y"], chance=0.5, mode="noise-aware", window=3)
+    b.load_state_dict(roundtrip(a.state_dict()))
+    for e in evals[3:]:
+        assert a.update(*e) == b.update(*e)
+    with pytest.raises(ValueError, match="influence"):
+        a.update([0.6, 0.6])
+    with pytest.raises(ValueError, match="same samples"):
+        a.update([0.6, 0.6], np.zeros((2, 7)))
+    with pytest.raises(ValueError, match="monitor"):
+        ImbalanceMonitor(["x", "y"]).load_state_dict(a.state_dict())
+
+
+def test_kappa_per_token_masks_whole_modalities_at_masked_corners():
+    """At a masked end, P(all T tokens masked) = a/(a+T): 10/68 for 58 tokens with the paper's κ,
+    at least 1/2 with kappa_per_token = 1 (κ_m = max(κ, T_m))."""
+    tokens = [58, 64, 1]
+    for per_token, expected in ((0.0, [10 / 68, 10 / 74, 10 / 11]), (1.0, [0.5, 0.5, 10 / 11])):
+        strat = make_strategy("beta-cube", 3, tokens=tokens, kappa_per_token=per_token, w0=0.0, w1=1.0)
+        p = strat.sample(40_000, gen()).double()  # w1 = 1: every draw at the all-masked corner
+        whole = (p ** torch.tensor(tokens, dtype=torch.float64)).mean(dim=0)  # E[p^T]
+        assert torch.allclose(whole, torch.tensor(expected, dtype=torch.float64), atol=0.01)
+    with pytest.raises(UserError, match="kappa_per_token"):
+        make_strategy("miam", 2, kappa_per_token=1.0)
+
+
+def test_single_modality_counts():
+    from miam_cli.masking.keep import single_modality_counts
+
+    group = torch.tensor([0, 0, 1, 2, 2])
+    keep = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    assert single_modality_counts(keep, group, 3).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_noise_aware_monitor_leaves_a_modality_at_chance_out():
+    """strong (plateau), mid (still learning), dead (at chance): the dead one keeps r = 1 and does not
+    drag the geometric means, so the learning one is masked less than neutral and the strong one more.
+    The paper's monitor, given the same scores, puts the learning modality above 1 at some updates."""
+    names = ["strong", "mid", "dead"]
+    aware = ImbalanceMonitor(names, chance=0.5, mode="noise-aware")
+    paper = ImbalanceMonitor(names, chance=0.5)
+    sim = _Plateau([1.5, 0.5, 0.0], [0.0, 0.1, 0.0], seed=4)
+    paper_mid = []
+    for _ in range(6):
+        scores, psi = sim.evaluate()
+        rec = aware.update(scores, psi)
+        paper.update(scores, psi)
+        paper_mid.append(paper.ratios[1].item())
+    r = dict(zip(names, aware.ratios.tolist()))
+    assert max(paper_mid) > 1.0
+    assert rec["learned_dead"] == 0.0 and rec["learned_mid"] == 1.0 and math.isnan(rec["rho_s_dead"])
+    assert r["dead"] == 1.0 and r["mid"] < 1.0 < r["strong"]

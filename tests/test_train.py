@@ -1,6 +1,7 @@
 """Training: exact resume, determinism, learning beyond a constant predictor, recipe errors."""
 
 import csv
+import math
 import json
 
 import pytest
@@ -132,3 +133,35 @@ def test_monitor_steps_updates_the_ratios_within_epochs_and_resumes_exactly(stor
     a, b = _weights(full), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert list(csv.DictReader(open(tmp_path / "cut" / "imbalance.csv"))) == updates
+
+
+def test_noise_aware_miam_records_errors_shares_and_resumes_exactly(store, tmp_path):
+    """masking.monitor=noise-aware with whole-modality corners: imbalance.csv carries each s_m's standard
+    error and the speed's noise, r_m never moves by more than max_step per update (monitor_steps adds
+    updates within epochs), metrics.csv reports the share of samples that saw one modality alone,
+    and a run stopped mid-epoch resumes to the same weights (the monitor's history is checkpointed)."""
+    masking = {"strategy": "miam", "monitor": "noise-aware", "kappa_per_token": 1.0, "max_step": 1.5, "monitor_steps": 3}
+
+    def recipe():
+        return validate_recipe({"store": str(store), "model": {"d_model": 32}, "masking": masking,
+                                "train": {"epochs": 3, "batch_size": 64}})
+
+    full = train(recipe(), tmp_path / "full", log=lambda *_: None)
+    with pytest.raises(Preempted):
+        train(recipe(), tmp_path / "cut", stop_after_steps=8, log=lambda *_: None)
+    train(recipe(), tmp_path / "cut", resume=True, log=lambda *_: None)
+    a, b = _weights(full), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    updates = list(csv.DictReader(open(full / "imbalance.csv")))
+    groups = [k[2:] for k in updates[0] if k.startswith("r_")]
+    assert len(updates) > 3 and groups
+    for g in groups:
+        assert all(float(u[f"se_{g}"]) > 0 for u in updates)
+        assert all(float(u[f"se_delta_{g}"]) > 0 for u in updates[1:])
+        logs = [math.log(float(u[f"r_{g}"])) for u in updates]
+        assert max(abs(x - y) for x, y in zip(logs, logs[1:])) <= math.log(1.5) + 1e-9
+    rows = list(csv.DictReader(open(full / "metrics.csv")))
+    for r in rows:
+        shares = [float(r[f"alone_{g}"]) for g in groups]
+        assert all(0 <= s <= 1 for s in shares) and 0 < sum(shares) <= 1

@@ -36,6 +36,8 @@ def synth_geoplant_cmd(
     surveys: int = typer.Option(2000, min=10, help="Number of surveys."),
     species: int = typer.Option(24, min=2, help="Number of species."),
     seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+    generator_version: int = typer.Option(
+        3, "--generator-version", help="3: the paper's regime (strong but redundant Sentinel-2); 2: the v2 study's data."),
 ) -> None:
     """Synthetic GeoPlant data in the GLC24 Kaggle layout, with planted truth in truth.json.
 
@@ -44,7 +46,7 @@ def synth_geoplant_cmd(
     from miam_cli.synth.geoplant import synth_geoplant
 
     _run_synth("geoplant", synth_geoplant, raw_dir, surveys, f"{surveys} surveys, {species} species",
-               surveys=surveys, species=species, seed=seed)
+               surveys=surveys, species=species, seed=seed, version=generator_version)
 
 
 def _run_synth(dataset: str, generate, raw_dir: Optional[Path], count: int, what: str, **kwargs) -> None:

@@ -140,6 +140,10 @@ def compare_cmd(
     split: str = typer.Option("test", help="Rows of eval/subsets.csv from this split (val: to choose settings without the test split)"),
     out_dir: Path = typer.Option(Path("compare"), "--out", help="Where compare.csv and compare.md go"),
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    paired: Optional[str] = typer.Option(
+        None, "--paired", metavar="ROW",
+        help="Also compare ROW (e.g. miam) with every other row seed by seed: mean difference and 95% interval "
+             "on the average and on each modality alone (runs of the same seeds; writes paired.csv/.md)"),
 ) -> None:
     """The paper's Table 1: strategies (rows) x input subsets (columns) + average, best per column marked.
 
@@ -152,13 +156,30 @@ def compare_cmd(
     log(f"wrote {csv_path} and {md_path}")
     mean, std, columns = wide_table(agg)
     best = best_per_column(mean)
+    result = _paired(run_dirs, paired, subsets, metric, split, out_dir) if paired else None
     if json_out:
         print_json({"metric": agg.attrs["metric"], "columns": columns, "best": best,
                     "rows": [{"strategy": label, **{c: {"mean": _num(mean.loc[label, c]), "std": _num(std.loc[label, c])} for c in columns}}
-                             for label in mean.index]})
+                             for label in mean.index],
+                    **({"paired": result.table().to_dict(orient="records")} if result else {})})
         return
     rows = [[label] + [format_cell(mean.loc[label, c], std.loc[label, c], best.get(c) == label, False) for c in columns] for label in mean.index]
     print_table(f"{agg.attrs['metric']} x 100 (* = best per column)", ["strategy"] + columns, rows)
+    if result:
+        from miam_cli.evaluate.paired import format_paired_cell
+
+        print_table(f"{result.reference} minus each row, x 100: mean [95% interval] over paired seeds (▲ better, ▼ worse, = tie)",
+                    ["row"] + result.columns,
+                    [[other] + [format_paired_cell(cells[c]) for c in result.columns] for other, cells in result.rows.items()])
+
+
+def _paired(run_dirs, reference, subsets, metric, split, out_dir):
+    from miam_cli.evaluate.paired import paired_comparison, write_paired
+
+    result = paired_comparison(run_dirs, reference, subsets, None, metric, split)
+    csv_path, md_path = write_paired(result, out_dir)
+    log(f"wrote {csv_path} and {md_path}")
+    return result
 
 
 def _as_number(text: str):

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from miam_cli.errors import UserError, did_you_mean
 from miam_cli.files import read_yaml, yaml_problem
+from miam_cli.masking.strategies import STRATEGIES
 
-STRATEGY_NAMES = ("constant", "uniform", "dirichlet", "dropout", "opm", "uniform-cube", "beta-cube", "miam")
 
 
 class _Section(BaseModel):
@@ -39,17 +39,18 @@ class ModelSection(_Section):
         return self
 
 
-class MaskingSection(_Section):
-    strategy: Literal[STRATEGY_NAMES] = "miam"  # type: ignore[valid-type]
-    value: float = Field(0.75, ge=0, le=1, description="constant: masking probability")
-    alpha: float = Field(1.0, gt=0, le=1e4, description="dirichlet: concentration")
-    q: float = Field(0.5, ge=0, lt=1, description="dropout: probability of masking a whole modality")
-    kappa: float = Field(10.0, gt=0, le=1e4, description="MixProdBeta sharpness")
-    lam: float = Field(1.0, ge=0, le=10, alias="lambda", description="MIAM imbalance strength")
-    w0: float = Field(0.25, ge=0, le=1, description="weight of the all-visible corner")
-    w1: float = Field(0.25, ge=0, le=1, description="weight of the all-masked corner")
+class _MaskingBase(_Section):
+    """What a recipe says about masking beyond the strategies' own parameters (those are added below,
+    from the strategy registry, their single source)."""
+
+    strategy: Literal[tuple(STRATEGIES)] = "miam"  # type: ignore[valid-type]
     monitor_every: int = Field(1, ge=1, le=100000, description="epochs between imbalance evaluations")
     monitor_steps: int = Field(0, ge=0, le=1 << 30, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
+    monitor: Literal["paper", "noise-aware"] = Field(
+        "paper", description="imbalance monitor: the paper's d_m = |Δs_m|, or d_m beyond its paired standard error with bounded r_m steps")
+    window: int = Field(2, ge=1, le=20, description="noise-aware monitor: evaluations the learning speed spans")
+    noise_z: float = Field(1.0, ge=0, le=10, description="noise-aware monitor: standard errors subtracted from |Δs_m|")
+    max_step: float = Field(2.0, gt=1, le=1000, description="noise-aware monitor: largest factor r_m may change by per update")
     smoothing: float = Field(0.0, ge=0, lt=1, description="exponential smoothing of d_m")
     score: Literal["skill", "raw"] = Field(
         "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")
@@ -57,18 +58,31 @@ class MaskingSection(_Section):
     monitor_samples: int = Field(0, ge=0, le=1 << 40, description="validation samples used for s_m (0 = all)")
 
     @model_validator(mode="after")
-    def _weights(self) -> "MaskingSection":
-        if self.w0 + self.w1 > 1:
-            raise ValueError(f"masking.w0 + masking.w1 = {self.w0 + self.w1} > 1")
+    def _cross_checks(self):
+        try:
+            STRATEGIES[self.strategy].check_values(self.strategy_params())
+        except UserError as e:  # listed with the other errors, under the key path
+            raise ValueError(str(e)) from None
         return self
 
     def strategy_params(self) -> dict[str, float]:
         """The parameters the chosen strategy accepts (the others are ignored, not errors)."""
-        per = {
-            "constant": ("value",), "dirichlet": ("alpha",), "dropout": ("q",),
-            "beta-cube": ("kappa", "w0", "w1"), "miam": ("kappa", "lam", "w0", "w1"),
-        }
-        return {k: getattr(self, k) for k in per.get(self.strategy, ())}
+        return {k: getattr(self, k) for k in STRATEGIES[self.strategy].params}
+
+
+def _strategy_fields() -> dict:
+    """One float field per strategy parameter, with the registry's default, bounds and description."""
+    fields: dict[str, tuple] = {}
+    for cls in STRATEGIES.values():
+        for name, p in cls.params.items():
+            field = (float, Field(p.default, ge=p.ge, gt=p.gt, le=p.le, lt=p.lt, alias=p.alias, description=p.description))
+            if name in fields and fields[name][1].default != p.default:
+                raise RuntimeError(f"strategy parameter {name!r} is declared twice with different defaults")
+            fields[name] = field
+    return fields
+
+
+MaskingSection = create_model("MaskingSection", __base__=_MaskingBase, **_strategy_fields())
 
 
 class TrainSection(_Section):

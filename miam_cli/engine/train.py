@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from miam_cli.data.batch import load_split
@@ -37,8 +38,10 @@ from miam_cli.engine.rundir import RunDir
 from miam_cli.engine.signals import STOP_SIGNALS, stop_received
 from miam_cli.errors import RuntimeFailure, UserError, describe_os_error
 from miam_cli.evaluate.metrics import primary_metric
-from miam_cli.evaluate.predict import evaluate, group_visibility
-from miam_cli.masking.keep import build_keep, mean_mask_rate
+from miam_cli.evaluate.metrics import compute_metrics
+from miam_cli.evaluate.predict import evaluate, group_visibility, predict
+from miam_cli.evaluate.uncertainty import metric_influence
+from miam_cli.masking.keep import build_keep, mean_mask_rate, single_modality_counts
 from miam_cli.masking.monitor import ImbalanceMonitor, plot_imbalance
 from miam_cli.masking.strategies import make_strategy
 from miam_cli.model.layout import TokenLayout
@@ -64,6 +67,8 @@ class TrainState:
     rows: list[dict] = field(default_factory=list)  # metrics.csv so far
     loss_sum: float = 0.0
     p_sum: list[float] = field(default_factory=list)
+    alone_sum: list[float] = field(default_factory=list)  # samples seeing only modality m, this epoch
+    samples: int = 0  # samples drawn this epoch
 
 
 class Trainer:
@@ -88,9 +93,11 @@ class Trainer:
         self.model = MiamModel(self.layout, self.store.meta.task.num_classes, d_model=m.d_model, depth=m.depth, heads=m.heads,
                                mlp_ratio=m.mlp_ratio, dropout=m.dropout, pooling=m.pooling, buckets=m.buckets).to(self.device)
         self.ddp_model = dist.wrap(self.model, self.device)
-        self.strategy = make_strategy(recipe.masking.strategy, self.layout.num_groups, **recipe.masking.strategy_params())
-        self.monitor = ImbalanceMonitor(list(self.layout.group_names), eps=recipe.masking.eps, smoothing=recipe.masking.smoothing,
-                                        chance=self._chance_level() if recipe.masking.score == "skill" else None)
+        mk = recipe.masking
+        self.strategy = make_strategy(mk.strategy, self.layout.num_groups, tokens=self.layout.group_tokens(), **mk.strategy_params())
+        self.monitor = ImbalanceMonitor(list(self.layout.group_names), eps=mk.eps, smoothing=mk.smoothing,
+                                        chance=self._chance_level() if mk.score == "skill" else None,
+                                        mode=mk.monitor, window=mk.window, z=mk.noise_z, max_step=mk.max_step)
         self.loss_fn = self._loss().to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
@@ -99,7 +106,7 @@ class Trainer:
         self.order_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.mask_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.token_group = self.layout.token_group
-        self.state = TrainState(p_sum=[0.0] * self.layout.num_groups)
+        self.state = TrainState(p_sum=[0.0] * self.layout.num_groups, alone_sum=[0.0] * self.layout.num_groups)
         self._stop_requested = False
 
     # ------------------------------------------------------------------ set-up helpers
@@ -145,7 +152,8 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state(), "mask": self.mask_gen.get_state(),
                     "order_epoch_start": s.order_state if s.order_state is not None else self.order_gen.get_state()},
             "progress": {"epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step, "best": s.best,
-                         "best_epoch": s.best_epoch, "loss_sum": s.loss_sum, "p_sum": list(s.p_sum)},
+                         "best_epoch": s.best_epoch, "loss_sum": s.loss_sum, "p_sum": list(s.p_sum), "alone_sum": list(s.alone_sum),
+                         "samples": s.samples},
             "metrics": s.rows,
             "recipe": self.recipe.dump(),
             "groups": self.groups,
@@ -167,7 +175,10 @@ class Trainer:
         p = ckpt["progress"]
         self.state = TrainState(epoch=p["epoch"], step_in_epoch=p["step_in_epoch"], global_step=p["global_step"], best=p["best"],
                                 best_epoch=best_epoch_of(ckpt) or 0, order_state=ckpt["rng"]["order_epoch_start"], rows=list(ckpt["metrics"]),
-                                loss_sum=p["loss_sum"], p_sum=list(p["p_sum"]))
+                                loss_sum=p["loss_sum"], p_sum=list(p["p_sum"]),
+                                # absent in checkpoints written before the count existed: start from 0
+                                alone_sum=list(p.get("alone_sum", [0.0] * self.layout.num_groups)),
+                                samples=int(p.get("samples", 0)))
         self.log(f"resumed from {path}: epoch {self.state.epoch}, step {self.state.step_in_epoch} of the next")
 
     def save(self, name: str) -> None:
@@ -255,6 +266,9 @@ class Trainer:
         self.state.global_step += 1
         self.state.loss_sum += float(loss.detach())
         self.state.p_sum = [a + float(b) for a, b in zip(self.state.p_sum, mean_mask_rate(p))]
+        alone = single_modality_counts(keep_flat, self.token_group, self.layout.num_groups)
+        self.state.alone_sum = [a + float(b) for a, b in zip(self.state.alone_sum, alone)]
+        self.state.samples += len(rows)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.recipe.train.amp:
@@ -266,13 +280,15 @@ class Trainer:
         steps = max(1, s.step_in_epoch)
         row = {"epoch": s.epoch + 1, "train_loss": dist.mean(s.loss_sum / steps, self.env), "lr": self.scheduler.get_last_lr()[0]}
         row.update({f"p_{g}": v / steps for g, v in zip(self.layout.group_names, s.p_sum)})
+        row.update({f"alone_{g}": v / max(s.samples, 1) for g, v in zip(self.layout.group_names, s.alone_sum)})
         row.update(self._validate())
         row["seconds"] = seconds
         row["samples_per_s"] = len(self.train_data) / max(seconds, 1e-9)
         if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()):
             self._non_finite("the model's weights are not finite")
         s.rows.append(row)
-        s.epoch, s.step_in_epoch, s.loss_sum, s.p_sum, s.order_state = s.epoch + 1, 0, 0.0, [0.0] * self.layout.num_groups, None
+        s.epoch, s.step_in_epoch, s.loss_sum, s.order_state = s.epoch + 1, 0, 0.0, None
+        s.p_sum, s.alone_sum, s.samples = [0.0] * self.layout.num_groups, [0.0] * self.layout.num_groups, 0
         improved = row[f"val_{self.metric}"] > s.best or not math.isfinite(s.best)
         if improved and math.isfinite(row[f"val_{self.metric}"]):
             s.best = row[f"val_{self.metric}"]
@@ -307,15 +323,21 @@ class Trainer:
             out.update({k: v for k, v in record.items() if k not in ("epoch", "step")})
         return out
 
-    def _unimodal_scores(self) -> list[float]:
-        """s_m: the validation metric with only group m visible (on `monitor_samples` rows)."""
+    def _unimodal_scores(self) -> tuple[list[float], np.ndarray]:
+        """s_m: the validation metric with only group m visible (on `monitor_samples` rows), and each
+        row's influence on it [M, N] (the monitor's standard errors)."""
         rows, bs = self._monitor_rows(), self.recipe.eval.batch_size
-        scores = [evaluate(self.model, self.val_data, self.task, group_visibility(self.layout, g), bs, self.device, rows)[self.metric]
-                  for g in self.layout.group_names]
-        return [0.5 if not math.isfinite(x) else x for x in scores]  # no scorable class: chance level
+        scores, influence = [], []
+        for g in self.layout.group_names:
+            pred = predict(self.model, self.val_data, group_visibility(self.layout, g), bs, self.device, rows)
+            score = compute_metrics(self.task, pred.targets, pred.logits)[self.metric]
+            scores.append(score if math.isfinite(score) else self._chance_level())  # no scorable class: chance
+            influence.append(metric_influence(self.task, pred.targets, pred.logits)[1])
+        return scores, np.stack(influence)
 
-    def _update_imbalance(self, scores: list[float]) -> dict:
-        record = self.monitor.update(scores)
+    def _update_imbalance(self, measured: tuple[list[float], np.ndarray]) -> dict:
+        scores, influence = measured
+        record = self.monitor.update(scores, influence)
         record["step"] = self.state.global_step
         self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
         return record
@@ -340,7 +362,9 @@ class Trainer:
         if updates:
             self.run.write_metrics(["step", *dict.fromkeys(k for r in updates for k in r if k != "step")], updates, "imbalance.csv")
         try:
-            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png")
+            mk = self.recipe.masking
+            title = f"{self.run.path.name}: {mk.strategy} ({mk.monitor} monitor), validation split"
+            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png", title)
         except Exception as e:  # a plot must never kill a training run
             self.log(f"warning: imbalance plot not written ({e})")
 

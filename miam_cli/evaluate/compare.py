@@ -71,17 +71,24 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
         if table.empty:
             raise UserError(f"{run_dir}: eval/subsets.csv has no rows for split {split!r}")
     groups = recipe.get("modalities")
-    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe}
+    seed = (recipe.get("train") or {}).get("seed", 0)
+    return {"run": run_dir, "strategy": recipe["masking"]["strategy"], "table": table, "groups": groups, "recipe": recipe,
+            "seed": seed}
 
 
 def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric: str | None = None,
-                 split: str = "test") -> pd.DataFrame:
-    """Long table: one row per (label, subset) with mean, std, runs."""
+                 split: str = "test", per_run: bool = False, labels: dict | None = None) -> pd.DataFrame:
+    """Long table: one row per (label, subset) with mean, std, runs; with `per_run`, one row per
+    (label, run, seed, subset) with its value instead (for paired comparisons across seeds).
+    `labels` (run dir -> row name) names rows instead of the recipe differences (oracles stay oracles)."""
     infos = [run_info(r, split) for r in run_dirs]
     metric = metric or _default_metric(infos)
     widest = max(len(i["table"].query("kind == 'subset'")["subset"].map(lambda s: s.split("+")).explode().unique()) for i in infos)
+    names = variant_labels(infos)
+    if labels:
+        names = [labels.get(str(i["run"]), name) for i, name in zip(infos, names)]
     records = []
-    for info, label in zip(infos, variant_labels(infos)):
+    for info, label in zip(infos, names):
         table = info["table"]
         full = table.loc[table["kind"] == "subset", "subset"]
         n_groups = len(set("+".join(full).split("+"))) if len(full) else 0
@@ -89,15 +96,20 @@ def compare_runs(run_dirs: list[Path], subsets: list[str] | None = None, metric:
             raise UserError(f"{info['run']}: no metric {metric!r} in eval/subsets.csv (has {', '.join(table.columns)})")
         if n_groups < widest:  # an oracle: only its own full input counts
             own = max(full, key=lambda s: len(s.split("+")))
-            records.append({"label": ORACLE, "run": str(info["run"]), "subset": own, "value": float(table.set_index("subset").loc[own, metric])})
+            records.append({"label": ORACLE, "run": str(info["run"]), "seed": info["seed"], "subset": own,
+                            "value": float(table.set_index("subset").loc[own, metric])})
             continue
         for _, row in table.iterrows():
-            records.append({"label": label, "run": str(info["run"]), "subset": row["subset"], "value": float(row[metric])})
+            records.append({"label": label, "run": str(info["run"]), "seed": info["seed"], "subset": row["subset"],
+                            "value": float(row[metric])})
     long = pd.DataFrame(records)
     if subsets:
         long = long[long["subset"].isin(subsets)]
         if long.empty:
             raise UserError(f"none of the runs has the subsets {', '.join(subsets)}")
+    if per_run:
+        long.attrs["metric"] = metric
+        return long
     agg = long.groupby(["label", "subset"], sort=False)["value"].agg(["mean", "std", "count"]).reset_index()
     agg.attrs["metric"] = metric
     return agg

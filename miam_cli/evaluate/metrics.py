@@ -35,20 +35,27 @@ def _scores_2d(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def average_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ranks of each column of `scores` [N, C], ties given their average rank (like scipy's
-    rankdata(method='average') per column), computed with one sort per column and no Python loop."""
+def tie_groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each column of `scores` [N, C] sorted: (order, start, end), where positions start..end (0-based,
+    in sorted order) hold the tie group of the value at each sorted position. One sort per column."""
     n = scores.shape[0]
     order = np.argsort(scores, axis=0, kind="stable")
     ordered = np.take_along_axis(scores, order, axis=0)
     pos = np.broadcast_to(np.arange(n)[:, None], scores.shape)
-    # A tie group spans [start, end]; every member gets the mean of the 1-based ranks start+1..end+1.
     is_start = np.ones(scores.shape, dtype=bool)
     is_start[1:] = ordered[1:] != ordered[:-1]
     is_end = np.ones(scores.shape, dtype=bool)
     is_end[:-1] = is_start[1:]
     start = np.maximum.accumulate(np.where(is_start, pos, 0), axis=0)
     end = np.minimum.accumulate(np.where(is_end, pos, n - 1)[::-1], axis=0)[::-1]
+    return order, start, end
+
+
+def average_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based ranks of each column of `scores` [N, C], ties given their average rank (like scipy's
+    rankdata(method='average') per column), computed with one sort per column and no Python loop."""
+    order, start, end = tie_groups(scores)
+    # A tie group spans [start, end]; every member gets the mean of the 1-based ranks start+1..end+1.
     ranks = np.empty(scores.shape, dtype=np.float64)
     np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=0)
     return ranks

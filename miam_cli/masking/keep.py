@@ -39,3 +39,17 @@ def build_keep(
 def mean_mask_rate(p: torch.Tensor) -> torch.Tensor:
     """Mean drawn masking probability per modality, [M] float32 (the `p_<m>` columns of metrics.csv)."""
     return p.detach().float().mean(dim=0).cpu()
+
+
+def single_modality_counts(keep: torch.Tensor, token_group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """[M] float: how many samples of the batch see exactly one modality, per modality.
+
+    keep: [B, T] bool over the flat layout; a modality counts as visible with any one of its tokens
+    kept. MIAM's promise on a weak modality alone rests on training inputs like these; the
+    `alone_<m>` columns of metrics.csv report their share per epoch, for every strategy.
+    """
+    visible = torch.zeros(keep.shape[0], num_groups, device=keep.device)
+    visible.index_add_(1, token_group.to(keep.device), keep.float())
+    visible = visible > 0
+    alone = visible.sum(dim=1) == 1
+    return (visible & alone[:, None]).sum(dim=0).float().cpu()

@@ -12,7 +12,8 @@ the rejected rows, which keeps them deterministic for a given seed.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -44,19 +45,35 @@ def _number(x: Any) -> float | None:
     return float(x)
 
 
+@dataclass(frozen=True)
 class Param:
-    """One tunable strategy parameter: its default, a validity check and how to say it."""
+    """One tunable strategy parameter: its default, its bounds and what it does.
 
-    def __init__(self, default: float, check: Callable[[float], bool], rule: str):
-        self.default, self.check, self.rule = default, check, rule
+    The single source of the parameter: recipe validation (`engine.recipe.MaskingSection`) builds
+    its fields from these, so a new strategy or parameter touches this file only.
+    """
 
+    default: float
+    description: str
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    alias: str | None = None  # the recipe key, where it differs (lam is written `lambda`)
 
-def _in_unit(x: float) -> bool:
-    return 0.0 <= x <= 1.0
+    def check(self, x: float) -> bool:
+        return ((self.ge is None or x >= self.ge) and (self.gt is None or x > self.gt)
+                and (self.le is None or x <= self.le) and (self.lt is None or x < self.lt))
 
-
-def _positive(x: float) -> bool:
-    return x > 0.0
+    @property
+    def rule(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"{'>=' if self.ge is not None else '>'} {low[1:]}"
+        return f"{'<=' if self.le is not None else '<'} {high[:-1]}" if high else "a number"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +112,13 @@ class MaskingStrategy:
             self.values[key] = value
         self._check_params()
 
+    @classmethod
+    def check_values(cls, values: dict[str, float]) -> None:
+        """Cross-parameter checks that need no data (recipe validation runs them too); UserError."""
+
     def _check_params(self) -> None:
-        """Cross-parameter checks; override where needed."""
+        """Checks once the number of modalities is known; override where needed."""
+        self.check_values(self.values)
 
     def sample(self, batch_size: int, generator: torch.Generator | None) -> torch.Tensor:
         """Draw p, float32 [batch_size, M] in [0,1], on the generator's device."""
@@ -139,7 +161,7 @@ def _as_vector(x: Any, m: int, what: str) -> torch.Tensor:
 
 class Constant(MaskingStrategy):
     name = "constant"
-    params = {"value": Param(0.75, _in_unit, "in [0, 1]")}
+    params = {"value": Param(0.75, "constant: masking probability", ge=0.0, le=1.0)}
 
     def _sample(self, batch_size, generator):
         device = generator.device if generator is not None else "cpu"
@@ -199,7 +221,7 @@ class Dirichlet(MaskingStrategy):
     """4M-style: keep fractions λ ~ Dir(α·1_M), p_m = 1 − λ_m (visible ratio near 1/M)."""
 
     name = "dirichlet"
-    params = {"alpha": Param(1.0, _positive, "> 0")}
+    params = {"alpha": Param(1.0, "dirichlet: concentration", gt=0.0, le=1000.0)}
 
     def _sample(self, batch_size, generator):
         logg = log_gamma_sample(self.values["alpha"], (batch_size, self.num_modalities), generator)
@@ -237,7 +259,7 @@ class Dropout(MaskingStrategy):
     """Modality dropout: each modality masked whole with probability q; all-masked redrawn."""
 
     name = "dropout"
-    params = {"q": Param(0.5, lambda x: 0.0 <= x < 1.0, "in [0, 1)")}
+    params = {"q": Param(0.5, "dropout: probability of masking a whole modality", ge=0.0, lt=1.0)}
     corner_only = True
     partial_masking = False
 
@@ -319,29 +341,49 @@ class MixProdBeta(MaskingStrategy):
     """beta-cube: corner-anchored mixture of product Betas (static, all r_m = 1).
 
     A corner c is drawn first (see sample_corners), then p_m ~ Beta(1, κ·r_m^(−λ)) where c_m = 0 and
-    p_m ~ Beta(κ·r_m^(+λ), 1) where c_m = 1, by their closed-form inverse CDFs
+    p_m ~ Beta(κ_m·r_m^(+λ), 1) where c_m = 1, by their closed-form inverse CDFs
     (Beta(1,b): 1 − (1−u)^(1/b); Beta(a,1): u^(1/a)), one uniform per entry. The random numbers
     drawn do not depend on r, so MIAM with λ = 0 gives exactly beta-cube's draws for the same seed.
     For beta-cube r stays 1, so ``lam`` has no effect there.
+
+    κ_m = κ (the paper) unless ``kappa_per_token`` = g > 0, then κ_m = max(κ, g·T_m) for a modality of
+    T_m tokens. Why: at a masked end every token is masked with probability p ~ Beta(a, 1), so the whole
+    modality is masked with probability E[p^T] = a/(a + T). With the paper's κ = 10, tabular's 58
+    tokens are all masked in only 15% of its masked corners, so "Sentinel-2 alone" — the input the weak
+    modality has to learn from — is a 0.25% event. g = 1 makes every masked corner hide the whole
+    modality at least half of the time, for any token count, and still leaves full support.
     """
 
     name = "beta-cube"
     params = {
-        "kappa": Param(10.0, _positive, "> 0"),
-        "lam": Param(1.0, lambda x: x >= 0.0, ">= 0"),
-        "w0": Param(0.25, _in_unit, "in [0, 1]"),
-        "w1": Param(0.25, _in_unit, "in [0, 1]"),
+        "kappa": Param(10.0, "MixProdBeta sharpness", gt=0.0, le=1000.0),
+        "lam": Param(1.0, "MIAM imbalance strength", ge=0.0, le=10.0, alias="lambda"),
+        "w0": Param(0.25, "weight of the all-visible corner", ge=0.0, le=1.0),
+        "w1": Param(0.25, "weight of the all-masked corner", ge=0.0, le=1.0),
+        "kappa_per_token": Param(0.0, "masked-end sharpness at least this times the modality's token count "
+                                      "(0: the paper's kappa for all)", ge=0.0, le=100.0),
     }
 
-    def __init__(self, num_modalities: int, **params: Any):
+    def __init__(self, num_modalities: int, tokens: list[int] | None = None, **params: Any):
         super().__init__(num_modalities, **params)
         self.ratios = torch.ones(num_modalities, dtype=torch.float64)
+        if tokens is not None and (len(tokens) != num_modalities or min(tokens) < 1):
+            raise ValueError(f"tokens: expected {num_modalities} counts >= 1, got {tokens}")
+        per_token = self.values["kappa_per_token"]
+        if per_token > 0 and tokens is None:
+            raise UserError("masking.kappa_per_token needs the number of tokens of each modality")
+        t = torch.tensor(tokens if tokens is not None else [0] * num_modalities, dtype=torch.float64)
+        self.kappa_masked = torch.clamp(per_token * t, min=self.values["kappa"])  # κ_m at the masked end
 
-    def _check_params(self) -> None:
-        w = self.values["w0"] + self.values["w1"]
+    @classmethod
+    def check_values(cls, values: dict[str, float]) -> None:
+        w = values["w0"] + values["w1"]
         if w > 1.0 + 1e-12:
             raise UserError(f"masking.w0 + masking.w1 must be <= 1, got {w:g}")
-        if self.num_modalities == 1 and w <= 0.0:
+
+    def _check_params(self) -> None:
+        self.check_values(self.values)
+        if self.num_modalities == 1 and self.values["w0"] + self.values["w1"] <= 0.0:
             raise UserError("masking.w0 + masking.w1 must be > 0 with a single modality")
 
     def _sample(self, batch_size, generator):
@@ -349,7 +391,7 @@ class MixProdBeta(MaskingStrategy):
         corners = sample_corners(batch_size, self.num_modalities, v["w0"], v["w1"], generator)
         u = _rand((batch_size, self.num_modalities), generator).double()
         tilt = self.ratios.to(u.device) ** v["lam"]  # r^λ: > 1 pushes a dominant modality towards p = 1
-        a, b = v["kappa"] * tilt, v["kappa"] / tilt
+        a, b = self.kappa_masked.to(u.device) * tilt, v["kappa"] / tilt
         near_one = torch.exp(torch.log(u) / a)  # Beta(a, 1)
         near_zero = -torch.expm1(torch.log1p(-u) / b)  # Beta(1, b), accurate for tiny p
         return torch.where(corners, near_one, near_zero)
@@ -385,9 +427,12 @@ STRATEGIES: dict[str, type[MaskingStrategy]] = {
 }
 
 
-def make_strategy(name: str, num_modalities: int, **params: Any) -> MaskingStrategy:
-    """Build a strategy by name; UserError for an unknown name or a bad parameter."""
+def make_strategy(name: str, num_modalities: int, tokens: list[int] | None = None, **params: Any) -> MaskingStrategy:
+    """Build a strategy by name; UserError for an unknown name or a bad parameter. `tokens`: each
+    modality's token count (used by MixProdBeta's ``kappa_per_token``; ignored by the others)."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise UserError(f"masking: unknown strategy {name!r} (valid: {', '.join(STRATEGIES)})")
+    if issubclass(cls, MixProdBeta):
+        return cls(num_modalities, tokens=tokens, **params)
     return cls(num_modalities, **params)

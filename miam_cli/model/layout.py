@@ -118,6 +118,13 @@ class TokenLayout:
     def num_groups(self) -> int:
         return len(self.group_names)
 
+    def group_tokens(self) -> list[int]:
+        """Tokens per masking group (the sum over its store modalities), in group order."""
+        counts = [0] * self.num_groups
+        for m in self.modalities:
+            counts[m.group] += m.tokens
+        return counts
+
     @property
     def token_group(self) -> Tensor:
         """LongTensor [T_total]: each flat token's masking group."""
