@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench reproduce clean
+.PHONY: install demo test test-slow check-report bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,11 +25,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
+# the demo's report.html in headless Chromium at 1280 px (Debian's chromium, installed when missing)
+check-report: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/test_report_html.py
+	@echo "screenshot: build/check-report/report-1280.png"
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare_bench.py
 	$(BIN)/python benchmarks/train_bench.py
 	$(BIN)/python benchmarks/eval_bench.py
 	$(BIN)/python benchmarks/attribution_bench.py
+	$(BIN)/python benchmarks/map_bench.py
 
 reproduce: $(STAMP)
 	$(BIN)/python benchmarks/reproduce.py

@@ -150,11 +150,15 @@ def make_study(name: str, work: Path, args) -> tuple[Study, Path]:
     raise SystemExit(f"unknown study {name!r}")
 
 
+def finished(run: Path, epochs: int) -> bool:
+    metrics = run / "metrics.csv"
+    return metrics.exists() and len(pd.read_csv(metrics)) >= epochs and (run / "checkpoints" / "best.pt").exists()
+
+
 def train_once(recipe_path: Path, store: Path, run: Path, overrides: list[str]) -> Path:
     """Train unless a finished run is there; an interrupted one (last.pt, fewer epochs) is resumed."""
     recipe = load_recipe(recipe_path, [f"store={store}", *overrides])
-    metrics = run / "metrics.csv"
-    if metrics.exists() and len(pd.read_csv(metrics)) >= recipe.train.epochs and (run / "checkpoints" / "best.pt").exists():
+    if finished(run, recipe.train.epochs):
         return run
     if (run / "checkpoints" / "last.pt").exists():
         return train(recipe, run, resume=True, log=lambda *_: None)
@@ -172,17 +176,29 @@ def evaluate_once(run: Path, subsets: list[str]) -> None:
             run_eval_subsets(run, split, "best", subsets)
 
 
-def run_study(study: Study, store: Path, runs_dir: Path, seeds: list[int], configs: list[str]) -> dict[str, list[Path]]:
-    """Train and evaluate every configuration and oracle for every seed; returns config -> run dirs."""
+def evaluated(run: Path) -> bool:
+    table = run / "eval" / "subsets.csv"
+    return table.exists() and {"val", "test"} <= set(pd.read_csv(table)["split"])
+
+
+def run_study(study: Study, store: Path, runs_dir: Path, seeds: list[int], configs: list[str],
+              epochs: int, existing: bool = False) -> dict[str, list[Path]]:
+    """Train and evaluate every configuration and oracle for every seed; returns config -> run dirs.
+    `existing`: train nothing, take the evaluated runs there are (rows may then have different seeds;
+    paired differences use the seeds both rows have)."""
     made: dict[str, list[Path]] = {}
     for seed in seeds:
         for config in configs:
+            if existing and not evaluated(runs_dir / f"{config}-s{seed}"):
+                continue
             start = time.monotonic()
             run = train_once(study.recipe, store, runs_dir / f"{config}-s{seed}", [*CONFIGS[config], f"train.seed={seed}", *study.overrides])
             evaluate_once(run, ["all", *study.selectors])
             made.setdefault(config, []).append(run)
             log(f"{study.name}: {config} seed {seed} ({time.monotonic() - start:.0f}s)")
         for oracle, groups in study.oracles.items():
+            if existing and not evaluated(runs_dir / f"oracle-{oracle}-s{seed}"):
+                continue
             overrides = [o for o in study.overrides if not o.startswith("modalities=")]
             run = train_once(study.recipe, store, runs_dir / f"oracle-{oracle}-s{seed}",
                              [f"modalities={groups}", "masking.strategy=uniform", f"train.seed={seed}", *overrides])
@@ -282,10 +298,18 @@ def report(study: Study, made: dict[str, list[Path]], out_dir: Path, reference: 
     baselines = [lab for lab in mean.index if lab not in (ORACLE, ref) and not lab.startswith("miam")]
     best = max(baselines, key=lambda lab: mean.loc[lab, "average"])
     closed = gap_closed(mean, ref, study.weak) if ORACLE in mean.index and study.weak in mean.columns else float("nan")
+    seeds = {LABELS.get(c, c): sorted(int(r.name.rsplit("-s", 1)[1]) for r in runs) for c, runs in made.items()}
     lines = [f"## {study.title}\n", (out_dir / "compare.md").read_text(),
+             "Seeds per row: " + "; ".join(f"{lab} {', '.join(map(str, s))}" for lab, s in seeds.items()) + ".\n",
              f"### {ref} against every other row, seed by seed ({split} split)\n", (out_dir / "paired.md").read_text(),
-             "### The claims, measured\n", *claim_lines(mean, paired.rows[best], ref, best, study.weak, closed),
-             "", f"Share of the gap on `{study.weak}` closed, and the average, for every row:\n"]
+             "### The claims, measured\n", f"**{ref}** (the reference row):\n",
+             *claim_lines(mean, paired.rows[best], ref, best, study.weak, closed)]
+    for other in [lab for lab in mean.index if lab.startswith("miam") and lab != ref]:
+        other_paired = paired_comparison([r for c, rs in made.items() if not c.startswith("oracle-") for r in rs], other,
+                                         split=split, labels=row_names(made))
+        lines += ["", f"**{other}**:\n", *claim_lines(mean, other_paired.rows[best], other, best, study.weak,
+                                                        gap_closed(mean, other, study.weak) if ORACLE in mean.index else float("nan"))]
+    lines += ["", f"Share of the gap on `{study.weak}` closed, and the average, for every row:\n"]
     for lab in mean.index.drop([ORACLE, "uniform"], errors="ignore"):
         lines.append(f"- {lab}: {100 * gap_closed(mean, lab, study.weak):.0f}%; average {100 * mean.loc[lab, 'average']:.1f}")
     chain = [LABELS.get(c, c) for c in CHAIN if LABELS.get(c, c) in mean.index]
@@ -321,7 +345,9 @@ def main() -> None:
     ap.add_argument("--surveys", type=int, default=3000)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--configs", nargs="*", default=None, help="configurations to train (default: all)")
+    ap.add_argument("--oracles", nargs="*", default=None, help="oracles to train (default: every modality's)")
     ap.add_argument("--reference", default="miam-noise-whole", help="the MIAM row compared with every baseline")
+    ap.add_argument("--existing", action="store_true", help="train nothing: report the finished runs under --work")
     ap.add_argument("--pilot", action="store_true", help="print validation numbers only; write nothing under docs/")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "reproduce-v3")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
@@ -332,8 +358,10 @@ def main() -> None:
     for name in args.study:
         work = args.work / name
         study, store = make_study(name, work, args)
+        if args.oracles is not None:
+            study.oracles = {k: v for k, v in study.oracles.items() if k in args.oracles}
         configs = args.configs or study.configs
-        made = run_study(study, store, work / "runs", seeds, configs)
+        made = run_study(study, store, work / "runs", seeds, configs, args.epochs, args.existing)
         trained += [r for rs in made.values() for r in rs]
         if args.pilot:
             pilot(study, made)

@@ -98,3 +98,32 @@ def cli(capsys):
         return info.value.code, captured.out, captured.err
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def landscape(tmp_path_factory) -> Path:
+    """The synthetic map landscape (`miam_cli.synth.landscape`): climate rasters, a Sentinel-2 mosaic over the
+    west of the region, 500 points (about 25 unlabelled), 8 species, and its dataset and map specs."""
+    from miam_cli.synth.landscape import synth_landscape
+
+    folder = tmp_path_factory.mktemp("landscape") / "data"
+    synth_landscape(folder, points=500, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def landscape_store(landscape, tmp_path_factory) -> Path:
+    """`prepare custom` of the landscape's spec (env: 3 raster values; sentinel2: 16 tokens of 4 x 4 px)."""
+    from miam_cli.data.custom import load_spec, plan_custom
+    from miam_cli.data.prepare import run_prepare
+
+    store = tmp_path_factory.mktemp("landscape-store") / "store"
+    plan, decoder = plan_custom(load_spec(landscape / "spec.yaml"), landscape / "spec.yaml")
+    run_prepare(plan, decoder, store, chunk_size=128)
+    return store
+
+
+@pytest.fixture(scope="session")
+def landscape_run(landscape_store, tmp_path_factory) -> Path:
+    """A tiny MIAM run on `landscape_store`. Read-only: maps and predictions go to a test's own folder."""
+    return train_tiny(landscape_store, tmp_path_factory.mktemp("landscape-run") / "run")

@@ -62,7 +62,7 @@ def test_modality_shapley_is_exact_and_reuses_eval_subsets(evaluated_run, cli, t
     assert doc["efficiency"]["ok"] and abs(doc["efficiency"]["gap"]) < 1e-9
     # the values come from eval/subsets.csv, plus v(none): one model evaluation instead of 8
     assert doc["meta"]["reused_eval_subsets"] is True
-    assert doc["evaluations"] == 1
+    assert doc["evaluations"] == 1 and doc["reused"] == 7  # v(none) evaluated, the 2^3 - 1 others from the table
     table = pd.read_csv(evaluated_run / "eval" / "subsets.csv").set_index("subset")["auc"]
     v = {frozenset(): doc["v_none"]}
     for k in (1, 2, 3):
@@ -75,10 +75,11 @@ def test_modality_shapley_is_exact_and_reuses_eval_subsets(evaluated_run, cli, t
     np.testing.assert_allclose(exact.values, mine, rtol=0, atol=1e-12)
     np.testing.assert_allclose(phi, mine, rtol=0, atol=1e-9)
     # files: CSV, JSON, bar plot, summary
-    csv = pd.read_csv(tmp_path / "modalities-global.csv")
+    csv = pd.read_csv(tmp_path / "modalities-global-test.csv")
     assert list(csv["player"]) == GROUPS and np.allclose(csv["phi"], phi, atol=1e-12)
-    assert (tmp_path / "modalities-global.png").read_bytes()[:8] == PNG
-    assert "modalities" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "modalities-global-test.png").read_bytes()[:8] == PNG
+    summary = (tmp_path / "summary.md").read_text()
+    assert "modalities" in summary and "1 coalition evaluated, 7 reused from eval/subsets.csv" in summary
 
 
 def test_without_eval_subsets_all_coalitions_are_evaluated(evaluated_run, run_copy, cli, tmp_path):
@@ -98,7 +99,7 @@ def test_class_target(evaluated_run, cli, tmp_path):
     assert doc["meta"]["reused_eval_subsets"] is False and doc["evaluations"] == 8  # the table holds AUCs, not p
     assert doc["v_all"] == pytest.approx(float(all_visible_probs(evaluated_run)[:, 1].mean()), abs=1e-6)
     assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
-    assert (tmp_path / "modalities-101.json").exists()
+    assert (tmp_path / "modalities-101-test.json").exists()
     by_index, _ = attribute(cli, evaluated_run, tmp_path / "by-index", "--target", "1")
     np.testing.assert_allclose(by_index["values"], doc["values"], rtol=0, atol=1e-12)
 
@@ -119,22 +120,22 @@ def test_red_and_nir_bands_rank_above_green_and_blue(evaluated_run, cli, tmp_pat
     assert min(phi["red"], phi["nir"]) > max(phi["green"], phi["blue"])
     assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
     assert doc["meta"]["warning"] is None and "warning" not in err  # miam masks tokens, not only whole modalities
-    assert (tmp_path / "image-by-band-global.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "image-by-band-global-context-all-test.png").read_bytes()[:8] == PNG
 
 
 def test_event_year_ranks_first(evaluated_run, cli, tmp_path):
     doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "series", "--by", "year")
     assert doc["players"] == [str(y) for y in range(2000, 2006)]
     assert doc["players"][int(np.argmax(doc["values"]))] == "2003"
-    assert (tmp_path / "series-by-year-global.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "series-by-year-global-context-all-test.png").read_bytes()[:8] == PNG
 
 
 def test_patches_give_a_heat_map(evaluated_run, cli, tmp_path):
     doc, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "patch")
     assert doc["players"] == ["r0c0", "r0c1", "r1c0", "r1c1"]
-    report = json.loads((tmp_path / "image-by-patch-global.json").read_text())
+    report = json.loads((tmp_path / "image-by-patch-global-context-all-test.json").read_text())
     assert report["kind"] == "heatmap"
-    png = tmp_path / "image-by-patch-global.png"
+    png = tmp_path / "image-by-patch-global-context-all-test.png"
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000
 
 
@@ -153,7 +154,7 @@ def test_token_players_are_sampled_within_the_budget(evaluated_run, cli, tmp_pat
     assert doc["tracker"]["count"] >= 2
     # whole permutation pairs telescope, and KernelSHAP imposes it: efficiency holds exactly when sampling
     assert abs(sum(doc["values"]) - (doc["v_all"] - doc["v_none"])) < 1e-9
-    csv = pd.read_csv(tmp_path / "image-by-token-global.csv")
+    csv = pd.read_csv(tmp_path / "image-by-token-global-context-all-test.csv")
     assert (csv["std_error"] > 0).all() and (csv["evaluations"] == doc["evaluations"]).all()
 
 
@@ -189,7 +190,7 @@ def test_sharded_sampling_merges_into_one_run_over_the_same_pairs(evaluated_run,
     for i in range(2):
         code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--shard", f"{i}/2", *args)
         assert code == 0, err
-        path = tmp_path / "shards" / f"image-by-token-global-{i:03d}-of-002.json"
+        path = tmp_path / "shards" / f"image-by-token-global-context-all-test-{i:03d}-of-002.json"
         assert str(path) in err and out == ""
         shard_docs.append(json.loads(path.read_text()))
     code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--merge", "--json", *args)
@@ -239,10 +240,58 @@ def test_whole_modality_dropout_run_warns_for_band_attribution(tiny_store, tiny_
     doc, err = attribute(cli, run, tmp_path / "attribution", "--modality", "image", "--by", "band")
     assert "warning" in err and "dropout" in err and "off-distribution" in err
     assert "dropout" in doc["meta"]["warning"] and "image" in doc["meta"]["warning"]
-    report = json.loads((tmp_path / "attribution" / "image-by-band-global.json").read_text())
+    report = json.loads((tmp_path / "attribution" / "image-by-band-global-context-all-test.json").read_text())
     assert report["meta"]["warning"] == doc["meta"]["warning"]
     assert "Coverage warning" in (tmp_path / "attribution" / "summary.md").read_text()
     # modality-level players are what dropout trains for: no warning there
     doc, err = attribute(cli, run, tmp_path / "modalities")
     assert doc["meta"]["warning"] is None and "warning" not in err
     assert math.isfinite(doc["v_all"])
+
+
+def test_reports_of_different_settings_do_not_overwrite_each_other(evaluated_run, cli, tmp_path):
+    """The bug: --context all and --context none (and other splits) wrote the same file names."""
+    docs = {}
+    for context in ("all", "none"):
+        docs[context], _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "band", "--context", context)
+    val, _ = attribute(cli, evaluated_run, tmp_path, "--modality", "image", "--by", "band", "--split", "val")
+    for context, split, doc in (("all", "test", docs["all"]), ("none", "test", docs["none"]), ("all", "val", val)):
+        report = json.loads((tmp_path / f"image-by-band-global-context-{context}-{split}.json").read_text())
+        assert report["meta"]["context"] == context and report["meta"]["split"] == split
+        assert report["result"]["values"] == doc["values"]
+    assert docs["all"]["values"] != docs["none"]["values"]
+    assert (tmp_path / "summary.md").read_text().count("### ") == 3
+
+
+def test_summary_counts_evaluations_done_and_reused_apart(evaluated_run, cli, tmp_path):
+    code, out, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path)
+    assert code == 0, err
+    assert "1 coalition evaluated, 7 reused from eval/subsets.csv" in out.replace("\n", " ")
+
+
+@pytest.mark.parametrize("sampler", ["kernel", "permutation"])
+def test_sampling_tells_its_progress_and_estimates_the_time_first(evaluated_run, tmp_path, sampler):
+    from miam_cli.attribution.run import AttributionRequest, run_attribution
+
+    calls, logs = [], []
+    req = AttributionRequest(modality="image", by="token", exact_max=3, budget=2500, max_samples=60, tolerance=1e-9,
+                             sampler=sampler)  # several batches (512 coalitions each for kernel, 1088 for permutation)
+    res = run_attribution(evaluated_run, req, tmp_path, log=logs.append, progress=lambda *a: calls.append(a))
+    estimate = next(line for line in logs if "coalition evaluations, about" in line)
+    assert estimate.startswith("16 players (token), 60 test samples: up to 2,500 coalition evaluations, about ")
+    result = res["result"]
+    done = [c[0] for c in calls]
+    assert done == sorted(done) and done[-1] == result.evaluations <= 2500 and len(calls) >= 2
+    assert {c[1] for c in calls} == {2500}  # evaluations are counted against the budget
+    largest, target = calls[-1][2], calls[-1][3]
+    # the last report is the result's: its largest standard error, and the tolerance x the spread of φ
+    assert largest == pytest.approx(float(np.max(result.std_errors)), rel=1e-9)
+    assert target == pytest.approx(1e-9 * float(result.values.max() - result.values.min()), rel=1e-9)
+
+
+def test_attribute_shows_a_plain_progress_line_in_batch_logs(evaluated_run, cli, tmp_path):
+    code, _, err = cli("attribute", evaluated_run, "--device", "cpu", "--out", tmp_path, "--modality", "image", "--by", "token",
+                       "--exact-max", "3", "--budget", "200", "--max-samples", "60")
+    assert code == 0, err
+    assert "up to 200 coalition evaluations, about" in err
+    assert any(line.startswith("attribute: ") and "/200 (" in line and "std error" in line for line in err.splitlines()), err

@@ -139,3 +139,50 @@ def test_compare_on_the_validation_split(runs, cli, tmp_path):
     assert rows["miam"]["image"]["mean"] != pytest.approx(auc(runs["miam"], "image"), abs=1e-12)
     code, out, err = cli("compare", runs["miam"], "--split", "val", "--out", tmp_path / "cmp2")
     assert code == 2 and "no rows for split 'val'" in err and "Traceback" not in err
+
+
+def test_a_run_with_only_selector_rows_compares_on_what_both_have(runs, cli, tmp_path):
+    # the README's order: eval-subsets on the MIAM run, then only selectors on the newest (uniform) run
+    from conftest import copy_run
+
+    miam, uniform = copy_run(runs["miam"], tmp_path / "miam"), copy_run(runs["uniform"], tmp_path / "uniform")
+    run_eval_subsets(miam, subsets=["all", "image[band=red,nir]"])
+    run_eval_subsets(uniform, subsets=["image[band=red,nir]", "series[year>=2003]"])
+    selector = pd.read_csv(uniform / "eval" / "subsets.csv")["subset"].iloc[0]
+    code, out, err = cli("compare", miam, uniform, "--out", tmp_path / "cmp", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    doc = json.loads(out)
+    assert doc["columns"] == [selector, "average"]
+    rows = {r["strategy"]: r for r in doc["rows"]}
+    for label, run in (("miam", miam), ("uniform", uniform)):
+        value = float(pd.read_csv(run / "eval" / "subsets.csv").set_index("subset").loc[selector, "auc"])
+        assert rows[label][selector]["mean"] == pytest.approx(value, abs=1e-12)
+        assert rows[label]["average"]["mean"] == pytest.approx(value, abs=1e-12)  # the average of what both have
+    assert doc["best"]["average"] == max(rows, key=lambda k: rows[k]["average"]["mean"])
+    warnings = "\n".join(doc["warnings"])
+    assert f"{uniform} was not evaluated on tabular" in warnings
+    assert f"{miam} was not evaluated on series[year>=2003]" in warnings
+    assert "left out 8 column(s)" in warnings
+    # the table: warnings on stderr, a caption that claims neither a spread nor an oracle
+    code, out, err = cli("compare", miam, uniform, "--out", tmp_path / "cmp")
+    assert code == 0 and "warning:" in err and "not evaluated on tabular" in err
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "one run per row" in md and "±" not in md and "oracle" not in md
+    assert "not evaluated on tabular" in md
+
+
+def test_runs_that_share_no_input_are_refused_in_one_line(runs, cli, tmp_path):
+    from conftest import copy_run
+
+    a, b = copy_run(runs["miam"], tmp_path / "a"), copy_run(runs["uniform"], tmp_path / "b")
+    run_eval_subsets(a, subsets=["unimodal"])
+    run_eval_subsets(b, subsets=["image[band=red,nir]"])
+    code, out, err = cli("compare", a, b, "--out", tmp_path / "cmp")
+    assert code == 2 and "share no evaluated input" in err and "Traceback" not in err and out == ""
+
+
+def test_caption_names_the_spread_and_the_oracle_only_when_there(runs, cli, tmp_path):
+    code, _, err = cli("compare", runs["uniform"], runs["uniform-seed1"], runs["oracle"], "--out", tmp_path)
+    assert code == 0, err
+    md = (tmp_path / "compare.md").read_text()
+    assert "mean ± std over the runs of a row (up to 2)" in md and "oracle = models trained on that input alone" in md

@@ -383,7 +383,7 @@ def test_every_data_error_is_listed_at_once(tmp_path):
 def test_labels_need_exactly_one_kind(tmp_path):
     spec = base_spec(tmp_path)
     spec["points"]["labels"] = {"class": "cls", "species": "cls"}
-    assert "points.labels: give exactly one of class, species, presence" in spec_error(tmp_path, spec)
+    assert "points.labels: give exactly one of binary, class, species, presence" in spec_error(tmp_path, spec)
 
 
 def test_cli_prepare_custom(cli, tmp_path):

@@ -17,9 +17,10 @@ from miam_cli.evaluate.subsets import run_eval_subsets
 from miam_cli.store.reader import TokenStore
 from miam_cli.synth.tokens import make_token_store
 
-COLUMNS = ["subset", "kind", "modalities", "auc", "auc_classes", "f1_25", "recall_25", "visible_tokens", "samples",
+# the tiny store has 6 classes: F1@k and recall@k with k = 6 // 4 = 1
+COLUMNS = ["subset", "kind", "modalities", "auc", "auc_classes", "f1_1", "recall_1", "visible_tokens", "samples",
            "split", "checkpoint"]
-NUMERIC = ["auc", "auc_classes", "f1_25", "recall_25", "visible_tokens", "samples"]
+NUMERIC = ["auc", "auc_classes", "f1_1", "recall_1", "visible_tokens", "samples"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +65,9 @@ def test_sigusr1_writes_last_pt_exits_75_and_resume_ends_identical(setup):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE == 75, err[-2000:]
     assert "preempted" in err and "--resume" in err
+    assert f"run dir: {run}" in err.splitlines()[1]  # announced at the start (after the recipe line)
+    hint = next(line for line in err.splitlines() if line.startswith("preempted:")).split("continue with: ", 1)[1]
+    assert hint == f"miam train {run / 'recipe.yaml'} --out {run} --resume"  # the real path, runnable as printed
 
     ckpt = torch.load(last, weights_only=True)  # a complete, safely loadable checkpoint
     progress = ckpt["progress"]
@@ -73,8 +77,7 @@ def test_sigusr1_writes_last_pt_exits_75_and_resume_ends_identical(setup):
     assert len(ckpt["metrics"]) == progress["epoch"]
     assert len(list(csv.DictReader(open(run / "metrics.csv")))) == progress["epoch"]
 
-    resumed = subprocess.run(_miam("train", base / "recipe.yaml", "--out", run, "--resume"), env=_env(),
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(_miam(*shlex.split(hint)[1:]), env=_env(), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
 

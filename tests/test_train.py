@@ -11,6 +11,7 @@ import yaml
 from miam_cli.cli.main import main
 from miam_cli.engine.recipe import load_recipe, validate_recipe
 from miam_cli.engine.train import Preempted, train
+from miam_cli.errors import UserError
 from miam_cli.synth.tokens import make_token_store
 
 
@@ -79,7 +80,7 @@ def test_training_beats_a_constant_predictor(store, tmp_path):
     assert (run / "imbalance.png").stat().st_size > 1000
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 0 and "torch" in env
-    assert yaml.safe_load((run / "recipe.yaml").read_text())["masking"]["lam"] == 1.0
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["masking"]["lambda"] == 1.0  # the key users write
 
 
 def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):
@@ -133,6 +134,43 @@ def test_monitor_steps_updates_the_ratios_within_epochs_and_resumes_exactly(stor
     a, b = _weights(full), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert list(csv.DictReader(open(tmp_path / "cut" / "imbalance.csv"))) == updates
+
+
+def test_tensorboard_logger_records_losses_validation_and_the_imbalance_monitor(tiny_store, tiny_trainer, tmp_path):
+    pytest.importorskip("tensorboard")  # the optional extra miam[tensorboard] (in the test extra)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tiny_trainer(tiny_store, tmp_path / "run", epochs=2, loggers=["csv", "tensorboard"])
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    imbalance = list(csv.DictReader(open(run / "imbalance.csv")))
+    steps = [int(r["step"]) for r in imbalance]
+    assert [s for s, _ in scalars["loss/train"]] == list(range(1, steps[-1] + 1))  # every step
+    assert [v for _, v in scalars["val/auc"]] == pytest.approx([float(r["val_auc"]) for r in rows], rel=1e-6)
+    assert [v for _, v in scalars["loss/train_epoch"]] == pytest.approx([float(r["train_loss"]) for r in rows], rel=1e-6)
+    for group in ("tabular", "image", "series"):
+        assert [s for s, _ in scalars[f"imbalance/r/{group}"]] == steps
+        assert [v for _, v in scalars[f"imbalance/r/{group}"]] == pytest.approx([float(r[f"r_{group}"]) for r in imbalance], rel=1e-6)
+        assert [v for _, v in scalars[f"masking/p/{group}"]] == pytest.approx([float(r[f"p_{group}"]) for r in rows], rel=1e-6)
+    assert len(scalars["imbalance/d/image"]) == len(steps) - 1  # no learning speed before the second evaluation
+
+
+def test_tensorboard_logger_without_the_package_is_one_clear_error(tiny_store, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith(("torch.utils.tensorboard", "tensorboard")):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    recipe = validate_recipe({"store": str(tiny_store), "train": {"epochs": 1, "loggers": ["tensorboard"]}})
+    with pytest.raises(UserError, match=r'pip install "miam\[tensorboard\]"'):
+        train(recipe, out=tmp_path / "run", log=lambda *_: None)
 
 
 def test_noise_aware_miam_records_errors_shares_and_resumes_exactly(store, tmp_path):

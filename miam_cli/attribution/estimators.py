@@ -156,6 +156,7 @@ class ShapleyResult:
     converged: bool
     # Sampling state, kept so that shards can be pooled exactly (None for exact results).
     tracker: ConvergenceTracker | RegressionTracker | None = field(default=None, repr=False)
+    reused: int = 0  # coalition values taken from earlier results (eval/subsets.csv), not evaluated here
 
     @property
     def efficiency_gap(self) -> float:
@@ -180,6 +181,7 @@ class ShapleyResult:
             "v_all": self.v_all,
             "v_none": self.v_none,
             "converged": self.converged,
+            "reused": self.reused,
             "efficiency_gap": self.efficiency_gap,
             "tracker": None if self.tracker is None else self.tracker.to_dict(),
         }
@@ -197,6 +199,7 @@ class ShapleyResult:
             v_none=float(data["v_none"]),
             method=data["method"],
             converged=bool(data["converged"]),
+            reused=int(data.get("reused", 0)),
             tracker=None if tracker is None else TRACKERS[data["method"]].from_dict(tracker),
         )
 
@@ -219,12 +222,15 @@ def all_coalitions(num_players: int) -> np.ndarray:
     return ((masks[:, None] >> np.arange(num_players)) & 1).astype(bool)
 
 
-def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
-    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask."""
+def shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
+    """φ_i = Σ_{S∌i} |S|!(P−|S|−1)!/P! · (v(S∪i) − v(S)), with v indexed by bitmask.
+
+    `table` is [2^P] (one game: φ is [P]) or [2^P, n] (n games at once, e.g. a map's pixels: φ is [P, n]).
+    """
     masks = np.arange(2**num_players)
     sizes = all_coalitions(num_players).sum(axis=1)
     weights = np.array([1.0 / (num_players * comb(num_players - 1, s)) for s in range(num_players)])
-    phi = np.empty(num_players)
+    phi = np.empty((num_players,) + table.shape[1:])
     for i in range(num_players):
         without = masks[(masks >> i) & 1 == 0]
         phi[i] = weights[sizes[without]] @ (table[without | (1 << i)] - table[without])
@@ -234,7 +240,7 @@ def _shapley_from_table(table: np.ndarray, num_players: int) -> np.ndarray:
 def _exact_result(table: np.ndarray, players: list[str], evaluations: int) -> ShapleyResult:
     p = len(players)
     return ShapleyResult(
-        players=players, values=_shapley_from_table(table, p), std_errors=np.zeros(p),
+        players=players, values=shapley_from_table(table, p), std_errors=np.zeros(p),
         evaluations=evaluations, v_all=float(table[-1]), v_none=float(table[0]),
         method="exact", converged=True,
     )
@@ -335,6 +341,21 @@ def budget_for_errors(method: str, num_players: int) -> int:
     return FIXED_COST[method] + UNITS_FOR_ERRORS[method](num_players) * UNIT_COST[method](num_players)
 
 
+ProgressFn = Callable[[int, "float | None", "float | None"], None]
+
+
+def report_progress(progress: ProgressFn | None, evaluations: int, values: np.ndarray | None, errors: np.ndarray | None,
+                    tolerance: float) -> None:
+    """Tell `progress(evaluations, largest standard error, the error that stops sampling)`; the errors
+    are None while unknown (fewer than two samples, or KernelSHAP before P pairs)."""
+    if progress is None:
+        return
+    if values is None or errors is None or not np.isfinite(errors).all():
+        progress(evaluations, None, None)
+        return
+    progress(evaluations, float(errors.max()), tolerance * float(values.max() - values.min()))
+
+
 def affordable_pairs(cache: CoalitionCache, budget: int | None, start: int, keys: list[bytes], rows_per_pair: int) -> int:
     """How many leading pairs of a batch (``rows_per_pair`` coalition keys each) fit in what is left
     of ``budget`` since the cache stood at ``start`` evaluations; cached or repeated coalitions are free."""
@@ -360,6 +381,8 @@ class PermutationSampler:
     for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
     asked for, the exact values come from the cache at no further cost.
     """
+
+    progress: ProgressFn | None = None  # told after every batch: (evaluations, largest error, stopping error)
 
     def __init__(
         self,
@@ -407,6 +430,8 @@ class PermutationSampler:
                 prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
                 perms = perms[: 2 * affordable]
                 tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
+                report_progress(self.progress, self.cache.evaluations - start, tracker.mean,
+                                tracker.std_errors if tracker.count >= 2 else None, self.tolerance)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
@@ -557,6 +582,8 @@ class KernelSampler:
     max(``min_pairs``, P) pairs, so that A is well determined), budget, or ``pairs`` for shards.
     """
 
+    progress: ProgressFn | None = None  # told after every batch: (evaluations, largest error, stopping error)
+
     def __init__(
         self,
         value_fn: ValueFn | CoalitionCache,
@@ -596,18 +623,21 @@ class KernelSampler:
             coalitions = kernel_pairs(seed, first_pair + tracker.count, wanted, self.num_players)
             keys = self.cache.keys(coalitions)
             affordable = self._affordable_pairs(keys, start)
+            solved = None
             if affordable:
                 rows = 2 * affordable
                 gains = self.cache.values(coalitions[:rows], keys[:rows]) - v_none
                 tracker.update(coalitions[:rows], gains)
+                # tolerance 0 can never be met: skip the solve (it costs more than the sampling at large budgets)
+                if pairs is None and self.tolerance > 0 and tracker.count >= self.min_pairs:
+                    solved = tracker.solve(v_all - v_none)
+                report_progress(self.progress, self.cache.evaluations - start, *(solved or (None, None)), self.tolerance)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
                 return _exact_result(self.cache.values(all_coalitions(self.num_players)),
                                      self.players, self.cache.evaluations - start)
-            # tolerance 0 can never be met: skip the solve (it costs more than the sampling at large budgets)
-            if pairs is None and self.tolerance > 0 and tracker.count >= self.min_pairs \
-                    and _converged(*tracker.solve(v_all - v_none), self.tolerance):
+            if solved is not None and _converged(*solved, self.tolerance):
                 break
         if tracker.count == 0:
             raise ValueError(f"budget of {self.budget} coalition evaluations cannot pay for one pair after v(none) and v(all)")

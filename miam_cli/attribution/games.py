@@ -15,7 +15,7 @@ import torch
 
 from miam_cli.errors import UserError, did_you_mean
 from miam_cli.evaluate.metrics import compute_metrics, mean_loss, primary_metric
-from miam_cli.evaluate.predict import group_visibility, visible_keep
+from miam_cli.evaluate.predict import group_visibility, probabilities, visible_keep
 from miam_cli.evaluate.run import LoadedRun
 
 
@@ -85,11 +85,9 @@ def parse_target(run: LoadedRun, text: str) -> Target:
         metric = primary_metric(run.task)
         return Target(text, None, f"{metric}" if text == "global" else "-loss")
     classes = run.store.classes
-    for column in ("class_index", "original_id", "name"):
-        match = classes[classes[column].astype(str) == text]
-        if len(match):
-            k = int(match["class_index"].iloc[0])
-            return Target("class", k, f"p(class {match['original_id'].iloc[0]})")
+    k = run.store.find_class(text)
+    if k is not None:
+        return Target("class", k, f"p(class {classes.loc[classes['class_index'] == k, 'original_id'].iloc[0]})")
     raise UserError(f"--target {text!r}: not global, loss, nor a class index, id or name of {run.store.path}/classes.parquet "
                     f"(e.g. {', '.join(classes['original_id'].astype(str).head(5))})")
 
@@ -163,7 +161,6 @@ class ModelGame:
         if self.target.kind == "loss":
             return -mean_loss(task, target, logits.numpy())
         if self.target.kind == "class":
-            probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, 1)
-            return float(probs[:, self.target.class_index].mean())
+            return float(probabilities(logits, task)[:, self.target.class_index].mean())
         # rank metrics on logits (see evaluate.predict.evaluate: exact ties survive)
         return float(compute_metrics(task, target, logits.numpy())[primary_metric(task)])

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
-from matplotlib.figure import Figure
 
-from miam_cli.store.atomic import atomic_write_bytes, json_default
+from miam_cli import plotstyle
 from miam_cli.attribution.estimators import ShapleyResult, budget_for_errors
+from miam_cli.store.atomic import atomic_write_bytes, json_default
 
 KINDS = ("bars", "line", "heatmap")
 METHOD_NAMES = {"exact": "exact (all coalitions)", "permutation": "antithetic permutation sampling",
@@ -53,9 +52,10 @@ def write_report(
     title: str | None = None,
     meta: Mapping[str, Any] | None = None,
     summary_file: str | None = "summary.md",
+    plot_format: str = "png",
 ) -> str:
-    """Write ``<stem>.csv``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; append the
-    Markdown summary to ``out_dir/summary_file`` (unless None) and return it."""
+    """Write ``<stem>.csv``, ``<stem>.json`` and the figure ``<stem>.<plot_format>`` into ``out_dir``;
+    append the Markdown summary to ``out_dir/summary_file`` (unless None) and return it."""
     if kind not in KINDS:
         raise ValueError(f"plot kind {kind!r} is not one of {', '.join(KINDS)}")
     axis = list(result.players) if axis_values is None else list(axis_values)
@@ -65,14 +65,15 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     title = title or stem
     meta = dict(meta or {})
+    figure = f"{stem}.{plotstyle.check_format(plot_format)}"
 
     atomic_write_bytes(out / f"{stem}.csv", _csv_text(result, axis).encode())
     document = {"title": title, "kind": kind, "meta": meta, "efficiency": efficiency_check(result),
-                "result": result.to_dict(), "axis_values": axis}
+                "result": result.to_dict(), "axis_values": axis, "figure": figure}
     atomic_write_bytes(out / f"{stem}.json", json.dumps(document, indent=2, default=json_default).encode())
-    atomic_write_bytes(out / f"{stem}.png", _plot_png(result, kind, axis, grid, title))
+    plotstyle.save_figure(plot_result(result, kind, axis, grid, title, meta), out / figure, plot_format)
 
-    summary = markdown_summary(result, title, f"{stem}.png")
+    summary = markdown_summary(result, title, figure)
     if summary_file is not None:
         with open(out / summary_file, "a", encoding="utf-8") as fh:
             fh.write(summary + "\n")
@@ -88,7 +89,7 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
     lines = [
         f"### {title}",
         "",
-        f"- Method: {method}; {result.evaluations:,} coalition evaluations; {status}.",
+        f"- Method: {method}; {evaluation_count(result)}; {status}.",
         "- Top players: " + ", ".join(
             f"**{result.players[i]}** {_pm(result.values[i], result.std_errors[i])}" for i in order
         ) + ".",
@@ -100,6 +101,12 @@ def markdown_summary(result: ShapleyResult, title: str, image: str | None = None
     if image:
         lines += ["", f"![{title}]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def evaluation_count(result: ShapleyResult) -> str:
+    """Coalitions evaluated here, and those reused from eval-subsets, counted apart."""
+    done = f"{result.evaluations:,} coalition{'s' if result.evaluations != 1 else ''} evaluated"
+    return done + (f", {result.reused:,} reused from eval/subsets.csv" if result.reused else "")
 
 
 def too_few_coalitions(result: ShapleyResult) -> str:
@@ -123,22 +130,33 @@ def _csv_text(result: ShapleyResult, axis: list) -> str:
     return buf.getvalue()
 
 
-def _plot_png(result: ShapleyResult, kind: str, axis: list, grid, title: str) -> bytes:
-    # A bare Figure with the Agg canvas: no pyplot global state, no display needed.
-    fig = Figure(figsize=_figsize(kind, len(axis)), layout="constrained")
-    FigureCanvasAgg(fig)
+@plotstyle.styled
+def plot_result(result: ShapleyResult, kind: str, axis: list, grid, title: str, meta: Mapping[str, Any]):
+    """The report's figure: bars (modalities, bands, variables), a line (years) or the patch grid,
+    in the target's units, titled with the run, its strategy and the split."""
+    scale, units = plotstyle.shapley_units(str(meta.get("target", "")))
+    fig = plotstyle.new_figure(*_figsize(kind, len(axis)))
     ax = fig.add_subplot()
-    {"bars": _bars, "line": _line, "heatmap": _heatmap}[kind](fig, ax, result, axis, grid)
-    ax.set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    {"bars": _bars, "line": _line, "heatmap": _heatmap}[kind](fig, ax, result, axis, grid, scale, units, meta)
+    plotstyle.set_titles(fig, title, plotstyle.context(meta.get("run"), meta.get("strategy"), meta.get("split"),
+                                                       [_context_note(meta), _samples_note(meta)]))
+    return fig
+
+
+def _context_note(meta: Mapping[str, Any]) -> str:
+    if meta.get("modality") is None or meta.get("context") is None:
+        return ""
+    return "other modalities " + ("visible" if meta["context"] == "all" else "masked")
+
+
+def _samples_note(meta: Mapping[str, Any]) -> str:
+    return f"{meta['samples']:,} samples" if meta.get("samples") else ""
 
 
 def _figsize(kind: str, n: int) -> tuple[float, float]:
     if kind == "bars":
-        return (6.5, 1.5 + 0.3 * n)
-    return (7.0, 4.0) if kind == "line" else (6.0, 5.0)
+        return (6.5, 1.9 + 0.28 * n)
+    return (7.0, 4.2) if kind == "line" else (5.6, 5.4)
 
 
 def _errors(result: ShapleyResult) -> np.ndarray:
@@ -146,43 +164,59 @@ def _errors(result: ShapleyResult) -> np.ndarray:
     return np.nan_to_num(Z95 * result.std_errors, nan=0.0, posinf=0.0)
 
 
-def _bars(fig, ax, result: ShapleyResult, axis: list, grid) -> None:
+def _player_label(meta: Mapping[str, Any], fallback: str) -> str:
+    """`Sentinel-2 spectral band`-style axis labels: the axis in words, of which modality."""
+    axis = plotstyle.AXIS_LABELS.get(str(meta.get("players", "")), fallback)
+    return f"{meta['modality']} {axis}" if meta.get("modality") else axis
+
+
+def _bars(fig, ax, result: ShapleyResult, axis: list, grid, scale: float, units: str, meta) -> None:
     order = np.argsort(result.values)  # largest ends on top of a horizontal bar chart
-    err = _errors(result)[order]
-    ax.barh([str(axis[i]) for i in order], result.values[order],
-            xerr=err if err.any() else None, capsize=3,
-            color=np.where(result.values[order] >= 0, "tab:blue", "tab:red"))
+    values, err = scale * result.values[order], scale * _errors(result)[order]
+    ax.barh([str(axis[i]) for i in order], values, xerr=err if err.any() else None, capsize=3,
+            color=np.where(values >= 0, plotstyle.POSITIVE, plotstyle.NEGATIVE), error_kw={"elinewidth": 0.8})
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("Shapley value φ" + (" (±1.96 SE)" if err.any() else ""))
+    ax.grid(axis="x")
+    ax.set_xlabel(units + ("; bars: 95% interval" if err.any() else ""))
+    ax.set_ylabel(_player_label(meta, "player"))
 
 
-def _line(fig, ax, result: ShapleyResult, axis: list, grid) -> None:
+def _line(fig, ax, result: ShapleyResult, axis: list, grid, scale: float, units: str, meta) -> None:
     x = np.asarray(axis, dtype=float)  # years, so the axis must be numeric
     order = np.argsort(x)
-    x, y, err = x[order], result.values[order], _errors(result)[order]
-    ax.plot(x, y, marker="o")
+    x, y, err = x[order], scale * result.values[order], scale * _errors(result)[order]
+    ax.plot(x, y, marker="o", color=plotstyle.POSITIVE, lw=1.4, ms=4)
     if err.any():
-        ax.fill_between(x, y - err, y + err, alpha=0.25, label="±1.96 SE")
-        ax.legend()
+        ax.fill_between(x, y - err, y + err, alpha=0.2, color=plotstyle.POSITIVE, lw=0, label="95% interval")
+        ax.legend(frameon=False)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("Shapley value φ")
+    ax.grid(axis="y")
+    plotstyle.integer_axis(ax.xaxis)
+    ax.set_xlabel(_player_label(meta, "year"))
+    ax.set_ylabel(units)
 
 
-def _heatmap(fig, ax, result: ShapleyResult, axis: list, grid) -> None:
+def _heatmap(fig, ax, result: ShapleyResult, axis: list, grid, scale: float, units: str, meta) -> None:
+    """The patch grid as the image lies on the ground: row 0 is the northern edge (north up), column 0
+    the western edge, as the sub-patches are cut from north-up rasters."""
     if grid is None:
         raise ValueError("a heatmap needs grid=(rows, cols)")
-    cells = patch_grid(result.players, result.values, grid)
-    bound = float(np.nanmax(np.abs(cells))) or 1.0
-    image = ax.imshow(cells, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
-    fig.colorbar(image, ax=ax, label="Shapley value φ")
+    cells = scale * patch_grid(result.players, result.values, grid)
+    bound = plotstyle.symmetric_limit(cells)
+    image = ax.imshow(cells, cmap=plotstyle.DIVERGING, norm=TwoSlopeNorm(0.0, -bound, bound), origin="upper")
+    fig.colorbar(image, ax=ax, label=units, shrink=0.85)
     if cells.size <= 144:  # numbers stay legible on small grids only
+        texts = plotstyle.format_values(cells.ravel())
         for (r, c), v in np.ndenumerate(cells):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(grid[1]))
-    ax.set_yticks(range(grid[0]))
-    ax.set_xlabel("column")
-    ax.set_ylabel("row")
+                ax.text(c, r, texts[r * grid[1] + c], ha="center", va="center", fontsize=8,
+                        color=plotstyle.text_colour(image.cmap(image.norm(v))))
+    ax.set_xticks(range(grid[1]), [str(c) for c in range(grid[1])])
+    ax.set_yticks(range(grid[0]), [str(r) for r in range(grid[0])])
+    ax.set_xlabel("patch column (west → east)")
+    ax.set_ylabel("patch row (north → south)")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(True)
 
 
 _CELL = re.compile(r"r(\d+)c(\d+)")

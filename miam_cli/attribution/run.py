@@ -27,7 +27,9 @@ from miam_cli.files import writable_folder
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
+from miam_cli.plotstyle import AXIS_LABELS, METRIC_LABELS, metric_label
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
+from miam_cli.store.writer import complete_shard_files
 
 PLOT_KIND = {"modality": "bars", "band": "bars", "variable": "bars", "year": "line", "patch": "heatmap", "token": "bars", "time": "line"}
 
@@ -46,6 +48,7 @@ class AttributionRequest:
     max_samples: int | None = None
     shard: tuple[int, int] | None = None
     sampler: str = "kernel"  # above exact_max players: paired KernelSHAP, or antithetic permutations
+    plot_format: str = "png"  # png (200 dpi) | svg | pdf
 
     def __post_init__(self) -> None:
         if self.context not in ("all", "none"):
@@ -79,10 +82,12 @@ def coverage_warning(run: LoadedRun, players: Players) -> str | None:
 
 
 def stem_for(req: AttributionRequest, players: Players, target_label: str) -> str:
+    """The report's file name: players, target, context (for the tokens of one modality) and split,
+    so that reports of different settings never overwrite each other."""
     target = "global" if req.target == "global" else req.target.replace("/", "_")
     if players.modality is None:
-        return f"modalities-{target}"
-    return f"{players.modality}-by-{players.axis}-{target}"
+        return f"modalities-{target}-{req.split}"
+    return f"{players.modality}-by-{players.axis}-{target}-context-{req.context}-{req.split}"
 
 
 def reused_subset_values(run: LoadedRun, players: Players, req: AttributionRequest) -> dict | None:
@@ -99,18 +104,20 @@ def reused_subset_values(run: LoadedRun, players: Players, req: AttributionReque
     return values if len(values) == 2 ** len(players.names) - 1 else None
 
 
-def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None) -> ShapleyResult:
+def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None, progress=None) -> ShapleyResult:
     P = len(players.names)
     if reuse is not None:
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
         result = shapley_from_subset_values(reuse, P, players.names)
         result.evaluations = game.evaluations  # v(none) was evaluated here; the rest came from the table
+        result.reused = len(reuse) - game.evaluations
         return result
     if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
         return exact_shapley(game, P, players.names)
     if req.sampler not in SAMPLERS:
         raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=req.tolerance, seed=req.seed, player_names=players.names)
+    sampler.progress = progress
     if not req.sharded:
         return sampler.run()
     i, n = req.shard
@@ -118,8 +125,36 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
     return sampler.run(pairs=pairs, first_pair=i * pairs)
 
 
-def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print) -> dict:
-    run = open_run(run_dir, "best", device)
+def planned_evaluations(players: Players, req: AttributionRequest, reuse: dict | None) -> int:
+    """Coalition evaluations the estimate will spend at most: 1 when eval-subsets' table is reused,
+    2^P when exact, else the budget (or this shard's share of it)."""
+    P = len(players.names)
+    if reuse is not None:
+        return 1
+    if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
+        return 2 ** P
+    return req.budget // req.shard[1] if req.sharded else req.budget
+
+
+def time_per_evaluation(game: ModelGame, seed: int = 0, coalitions: int = 32) -> float:
+    """Seconds per coalition evaluation, measured on a batch of random half-size coalitions after a
+    first call (which embeds the split's tokens once). These calibration evaluations are extra: the
+    estimators count only their own."""
+    import time
+
+    P = len(game.players.names)
+    game(np.ones((1, P), bool))
+    draws = np.random.default_rng(seed).random((coalitions, P)) < 0.5
+    start = time.perf_counter()
+    game(draws)
+    return (time.perf_counter() - start) / coalitions
+
+
+def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
+                    progress=None) -> dict:
+    """`progress(evaluations, planned, largest standard error, stopping error)`, when given, hears
+    from the samplers after every batch; a time estimate for the plan is logged before it starts."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
     out = writable_folder(Path(out_dir) if out_dir else run.path / "attribution", "attribution folder")
@@ -131,7 +166,14 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
         raise UserError(f"{len(players.names)} players are computed exactly in one run; --shard splits sampling only")
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
-    result = estimate(game, players, req, reuse)
+    planned = planned_evaluations(players, req, reuse)
+    if planned > 1:
+        seconds = planned * time_per_evaluation(game, req.seed, min(32, planned))
+        log(f"{len(players.names)} players ({players.axis}), {len(game.batch):,} {req.split} samples: "
+            f"up to {planned:,} coalition evaluations, about {_duration(seconds)} at the speed just measured"
+            + ("" if planned == 2 ** len(players.names) else "; --budget sets the most, --tolerance stops sooner"))
+    tell = None if progress is None else (lambda done, largest, target: progress(done, planned, largest, target))
+    result = estimate(game, players, req, reuse, tell)
     if not np.isfinite(result.std_errors).all() and not req.sharded:
         log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
@@ -144,31 +186,40 @@ def run_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None
     return _report(result, players, out, stem, meta, req)
 
 
-def merge_attribution(run_dir: Path, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
-    run = open_run(run_dir, "best", device)
+def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     out = Path(out_dir) if out_dir else run.path / "attribution"
     stem = stem_for(req, players, parse_target(run, req.target).label)
-    files = sorted((out / "shards").glob(f"{stem}-*-of-*.json"))
-    if not files:
-        raise UserError(f"{out / 'shards'}: no shard files for {stem}; run attribute --shard I/N first")
-    counts = {f.stem.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {out / 'shards'} for {stem}: remove the stale ones")
-    expected = int(counts.pop())
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {out / 'shards'} for {stem}; run the missing shards first")
+    files = complete_shard_files(out / "shards", f"{stem}-*-of-*.json", "attribute")
     docs = [json.loads(f.read_text()) for f in files]
     result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=req.tolerance)
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)
 
 
 def _report(result: ShapleyResult, players: Players, out: Path, stem: str, meta: dict, req: AttributionRequest) -> dict:
-    kind = PLOT_KIND.get(players.axis, "bars")
-    title = f"{meta['target']} — {'modalities' if players.modality is None else f'{players.modality} by {players.axis}'}"
-    write_report(result, out, stem, kind, players.names, players.grid, title, meta, summary_file=None)
+    kind, title = PLOT_KIND.get(players.axis, "bars"), report_title(players, meta["target"])
+    write_report(result, out, stem, kind, players.names, players.grid, title, meta, summary_file=None, plot_format=req.plot_format)
     _write_summary(out)
-    return {"stem": stem, "dir": str(out), "result": result, "meta": meta, "efficiency": efficiency_check(result)}
+    return {"stem": stem, "dir": str(out), "result": result, "meta": meta, "efficiency": efficiency_check(result),
+            "title": title, "figure": f"{stem}.{req.plot_format}"}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def report_title(players: Players, target: str) -> str:
+    """`Contribution of each sentinel2 spectral band to the macro AUC`: what was shared out, and what."""
+    what = "input modality" if players.modality is None else f"{players.modality} {AXIS_LABELS.get(players.axis, players.axis)}"
+    return f"Contribution of each {what} to the {TARGET_WORDS.get(target, target)}"
+
+
+TARGET_WORDS = {**{m: metric_label(m) for m in METRIC_LABELS}, "-loss": "mean loss (its decrease)"}
 
 
 def _write_summary(out: Path) -> None:
@@ -179,7 +230,7 @@ def _write_summary(out: Path) -> None:
         if "result" not in doc:
             continue
         result = ShapleyResult.from_dict(doc["result"])
-        text = markdown_summary(result, doc.get("title", f.stem), f"{f.stem}.png")
+        text = markdown_summary(result, doc.get("title", f.stem), doc.get("figure", f"{f.stem}.png"))
         if doc.get("meta", {}).get("warning"):
             text += f"\n> **Coverage warning:** {doc['meta']['warning']}\n"
         parts.append(text)

@@ -46,44 +46,96 @@ def print_table(title: str, columns: list[str], rows: list[list], caption: str |
 
 
 def _cell(v) -> str:
-    """Floats at 4 decimals; text escaped, since selectors like `s2[band=red]` look like Rich markup."""
+    """Floats at 4 decimals, or 3 significant digits below 0.001 (a standard error of 2e-05 is not
+    0.0000); text escaped, since selectors like `s2[band=red]` look like Rich markup."""
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+        return f"{v:.3g}" if 0 < abs(v) < 1e-3 else f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
     return escape(str(v))
 
 
 class Progress:
-    """A Rich bar on a terminal; otherwise a plain log line at most every `every` seconds (batch logs)."""
+    """A Rich bar on a terminal; otherwise a plain log line at most every `every` seconds (batch logs).
 
-    def __init__(self, description: str, total: int | None = None, every: float = 5.0):
+    Both show a time remaining, from the rate since the first update. A count that starts high (a
+    resumed run) or goes back (the demo's second model) restarts the rate, so the estimate is never
+    made from a jump that took no time."""
+
+    def __init__(self, description: str, total: int | None = None, every: float = 5.0, console: Console | None = None,
+                 clock=time.monotonic):
         self.description, self.total, self.every = description, total, every
+        self.console, self.clock = console or err, clock
         self._bar = None
         self._last = 0.0
-        self._start = time.monotonic()
+        self._start = clock()
+        self._origin: tuple[float, int] | None = None  # (time, count) the rate is measured from
+        self._done, self._total = -1, total
 
     def __enter__(self) -> "Progress":
-        if err.is_terminal:
+        if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
-            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=False)
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=self.console, transient=False, get_time=self.clock)
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total)
         return self
 
     def update(self, done: int, total: int | None = None, info: str = "") -> None:
         total = total if total is not None else self.total
+        restart = self._origin is None or done < self._done
+        self._done, self._total = done, total
+        now = self.clock()
+        if restart:
+            self._origin = (now, done)
         if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=total, description=f"{self.description} {info}".strip())
+            description = f"{self.description} {info}".strip()
+            if restart:  # no speed sample from the jump: Rich would take it as progress made in no time
+                self._bar.reset(self._task, total=total, completed=done, description=description)
+            else:
+                self._bar.update(self._task, completed=done, total=total, description=description)
             return
-        now = time.monotonic()
         if now - self._last >= self.every or (total is not None and done >= total):
             self._last = now
             frac = f"{done}/{total}" if total else str(done)
-            log(f"{self.description}: {frac} ({now - self._start:.0f}s) {info}".rstrip())
+            eta = self.remaining(now)
+            left = f", {_clock(eta)} left" if eta is not None and done < (total or 0) else ""
+            self.console.print(escape(f"{self.description}: {frac} ({now - self._start:.0f}s{left}) {info}".rstrip()), highlight=False)
+
+    def remaining(self, now: float | None = None) -> float | None:
+        """Seconds left (what the bar shows); None before any progress is measured."""
+        if self._bar is not None:
+            return self._bar.tasks[0].time_remaining
+        if self._origin is None or self._total is None:
+            return None
+        t0, d0 = self._origin
+        elapsed, made = (now or self.clock()) - t0, self._done - d0
+        return None if made <= 0 or elapsed <= 0 else (self._total - self._done) * elapsed / made
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def attribution_progress(bar: Progress):
+    """The samplers' callback: coalition evaluations against the plan, and the largest standard error
+    against the one at which sampling stops (its tolerance x the spread of the values)."""
+    def update(done: int, planned: int, largest: float | None, target: float | None) -> None:
+        errors = "standard errors not known yet" if largest is None else f"largest std error {largest:.2g} (stops at {target:.2g})"
+        bar.update(done, planned, errors)
+    return update
+
+
+def epoch_progress(bar: Progress):
+    """The trainer's callback (epoch, step, steps per epoch, epochs) as one count over the whole run,
+    so the time remaining is the run's, in every epoch."""
+    def update(epoch: int, step: int, steps: int, epochs: int) -> None:
+        bar.update(epoch * steps + step, epochs * steps, f"epoch {epoch + 1}/{epochs}")
+    return update
 
 
 def default_path(value: Path | None, conventional: Path, what: str) -> Path:
@@ -94,17 +146,27 @@ def default_path(value: Path | None, conventional: Path, what: str) -> Path:
     return conventional
 
 
-def newest_run(runs_dir: Path = Path("runs")) -> Path:
-    runs = [p for p in runs_dir.glob("*") if (p / "recipe.yaml").exists()] if runs_dir.is_dir() else []
+def newest_run(runs_dir: Path = Path("runs"), prefix: str = "") -> Path:
+    runs = [p for p in runs_dir.glob(f"{prefix}*") if (p / "recipe.yaml").exists()] if runs_dir.is_dir() else []
     if not runs:
-        raise UserError(f"no RUN_DIR given and no run under {runs_dir}/ (train one with `miam train RECIPE`)")
+        where = f"{runs_dir / prefix}..." if prefix else f"{runs_dir}/"
+        raise UserError(f"no run matches {where} (train one with `miam train RECIPE`)" if prefix else
+                        f"no RUN_DIR given and no run under {where} (train one with `miam train RECIPE`)")
     return max(runs, key=lambda p: (p / "recipe.yaml").stat().st_mtime)
 
 
 def resolve_run(run_dir: Path | None) -> Path:
+    """The run given; the newest under runs/ when none is; `runs/demo-miam-...` (as the README writes
+    run names, whose time stamps nobody types) is the newest run whose name starts `demo-miam-`."""
     if run_dir is None:
         run = newest_run()
         log(f"RUN_DIR: {run} (newest run under runs/)")
+        return run
+    text = str(run_dir)
+    if text.endswith("...") and not Path(run_dir).exists():
+        parent, prefix = Path(text[:-3]).parent, Path(text[:-3]).name
+        run = newest_run(parent, prefix)
+        log(f"RUN_DIR: {run} (newest run matching {text})")
         return run
     if not (Path(run_dir) / "recipe.yaml").exists():
         raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
@@ -122,6 +184,14 @@ def shard_from_env(text: str | None) -> str | None:
         log(f"--shard {shard} (from SLURM_ARRAY_TASK_ID/COUNT)")
         return shard
     return None
+
+
+def shard_request(text: str | None, merge: bool) -> tuple[int, int] | None:
+    """What `--shard I/N` (or the SLURM array) and `--merge` ask of a shardable command: this shard, or None."""
+    from miam_cli.store.writer import parse_shard
+
+    text = None if merge else shard_from_env(text)
+    return parse_shard(text) if text else None
 
 
 @contextmanager

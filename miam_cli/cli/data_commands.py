@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from miam_cli.cli.common import Progress, default_path, log, out, print_json, print_table, shard_from_env, warn
+from miam_cli.cli.options import App
 
 # Options every `prepare` command shares (one definition, so their help cannot drift apart)
 Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
@@ -17,10 +18,12 @@ Shard = Annotated[Optional[str], typer.Option(help="I/N: prepare the I-th of N s
 Overwrite = Annotated[bool, typer.Option(help="Rebuild a complete store.")]
 SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summary as JSON.")]
 OutsideRoot = Annotated[bool, typer.Option("--allow-outside-root", help="Also read files that resolve outside RAW_DIR (symlinks out); refused by default.")]
+Like = Annotated[Optional[Path], typer.Option(help="A training store whose class list and normalisation this store reuses, so that a "
+                                                   "model trained on it can predict here (modalities must match: else exit 2).")]
 
-synth_app = typer.Typer(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
-prepare_app = typer.Typer(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
-store_app = typer.Typer(help="Inspect and verify token stores.", no_args_is_help=True)
+synth_app = App(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
+prepare_app = App(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
+store_app = App(help="Inspect and verify token stores.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +57,8 @@ def _run_synth(dataset: str, generate, raw_dir: Optional[Path], count: int, what
     with Progress(f"synth {dataset}", count) as bar:
         generate(raw, progress=bar.update, **kwargs)
     log(f"wrote {what} to {raw} (truth: {raw / 'truth.json'})")
+    if (raw / "spec.yaml").exists():
+        log(f"next: miam prepare custom {raw / 'spec.yaml'}  (then: miam train {raw / 'recipe.yaml'})")
     out.print(str(raw))
 
 
@@ -68,6 +73,7 @@ def prepare_geoplant_cmd(
     split: str = typer.Option("spatial", help="spatial (blocks, seeded) | data (the metadata's train/test; val carved spatially)"),
     block_size: float = typer.Option(0.5, min=0.001, help="Spatial block size in degrees."),
     seed: int = typer.Option(0, help="Seed of the block split."),
+    like: Like = None,
     workers: Workers = 0,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
@@ -78,6 +84,7 @@ def prepare_geoplant_cmd(
 ) -> None:
     """GeoPlant (GLC24 Kaggle or GLC25 layout) -> token store. An interrupted prepare resumes when run again.
 
+    Unlabelled test surveys (metadata without speciesId) are kept in the `predict` split, for `miam predict`.
     Example: miam prepare geoplant data/geoplant stores/geoplant --workers 2
     """
     from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
@@ -85,7 +92,7 @@ def prepare_geoplant_cmd(
     raw = default_path(raw_dir, Path("data/geoplant"), "RAW_DIR")
     dest = default_path(store, Path("stores/geoplant"), "STORE")
     opts = GeoPlantOptions(layout=layout, grid=grid, min_occurrences=min_occurrences, split=split, block_size=block_size, seed=seed,
-                           allow_outside_root=allow_outside_root)
+                           allow_outside_root=allow_outside_root, like=like)
     plan, decoder = plan_geoplant(raw, opts)
     _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)
 
@@ -95,6 +102,8 @@ def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, c
     from miam_cli.store.writer import parse_shard
 
     shard_ij = parse_shard(shard_from_env(shard))
+    for w in plan.warnings:
+        warn(w)
     log(f"preparing {len(plan.samples)} samples, modalities {', '.join(plan.modalities)} -> {dest}")
     with Progress("prepare", None) as bar:
         result = run_prepare(plan, decoder, dest, workers=workers, shard=shard_ij, strict=strict, overwrite=overwrite,
@@ -105,6 +114,9 @@ def _run_prepare(plan, decoder, dest: Path, workers, shard, strict, overwrite, c
         return
     if result.faults:
         warn(f"{result.faults} fault(s) marked missing; see {dest / 'prepare-report.json'}")
+    unlabelled = result.meta.splits.get("predict", 0)
+    if unlabelled:
+        log(f"{unlabelled} unlabelled sample(s) kept in the predict split: score them with `miam predict RUN {dest}`")
     _print_summary(dest, json_out)
 
 
@@ -165,8 +177,22 @@ def _print_summary(path: Path, json_out: bool) -> None:
         miss = "" if m["missing_rate"] is None else f"{100 * m['missing_rate']:.1f}%"
         rows.append([m["name"], m["kind"], m["tokens"], m["features"], axes, miss])
     print_table(f"store {s['store']} ({s['dataset']})", ["modality", "kind", "tokens", "features", "axes", "missing"], rows, caption)
+    _print_labels(s)
     if s["faults"] or s["dropped"]:
         print_table("faults met at prepare", ["kind", "count"], [[k, v] for k, v in {**s["faults"], **s["dropped"]}.items()])
+
+
+def _print_labels(s: dict) -> None:
+    one = s["task"]["num_classes"] == 1
+    rows = []
+    for name, c in s["labels"].items():
+        rate = "–" if c["positive_rate"] is None else f"{100 * c['positive_rate']:.1f}%"
+        rows.append([name, c["samples"], c["positives"], rate, f"{c['classes_present']}/{s['task']['num_classes']}"])
+    split = s["split"]
+    how = (f"spatial blocks of {split['block_size']}" + (", assigned label-aware" if split.get("balance") == "labels" else "")
+           if split.get("block_size") else split.get("method", ""))
+    print_table("labels per split", ["split", "samples", "presences" if one else "labels", "positive rate", "classes present"], rows,
+                f"split: {how}" if how else None)
 
 
 # ------------------------------------------------------------------ TaxaBench and custom datasets
@@ -185,6 +211,22 @@ def synth_taxabench_cmd(
 
     _run_synth("taxabench", synth_taxabench, raw_dir, observations, f"{observations} observations, {species} species",
                observations=observations, species=species, seed=seed)
+
+
+@synth_app.command("points")
+def synth_points_cmd(
+    raw_dir: Optional[Path] = typer.Argument(None, help="Where to write the files [default: data/points]"),
+    points: int = typer.Option(3000, min=50, help="Number of points (30% presences, the rest background)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same files."),
+) -> None:
+    """Presence/background points in a projected CRS (UTM 31N, x/y in metres), covariate GeoTIFFs, a ready
+    dataset spec and recipe, with planted truth in truth.json.
+
+    Example: miam synth points data/points --points 3000 && miam prepare custom data/points/spec.yaml
+    """
+    from miam_cli.synth.points import synth_points
+
+    _run_synth("points", synth_points, raw_dir, points, f"{points} points", points=points, seed=seed)
 
 
 @prepare_app.command("taxabench")
@@ -228,6 +270,7 @@ def prepare_taxabench_cmd(
 def prepare_custom_cmd(
     spec: Path = typer.Argument(..., help="Dataset spec (YAML; see docs/dataset-spec.md)."),
     store: Optional[Path] = typer.Argument(None, help="Token store to write [default: stores/<spec name>]"),
+    like: Like = None,
     workers: Workers = 0,
     chunk_size: ChunkSize = 256,
     strict: Strict = False,
@@ -237,11 +280,12 @@ def prepare_custom_cmd(
 ) -> None:
     """Your own data, described by a dataset spec: points table + modalities (columns, rasters, files, cubes, embeddings).
 
+    Points with an empty label cell are kept in the `predict` split (points.unlabelled: drop leaves them out).
     Example: miam prepare custom my-data.yaml stores/my-data
     """
     from miam_cli.data.custom import load_spec, plan_custom
 
     dataset = load_spec(spec)
     dest = default_path(store, Path("stores") / dataset.name, "STORE")
-    plan, decoder = plan_custom(dataset, spec)
+    plan, decoder = plan_custom(dataset, spec, like)
     _run_prepare(plan, decoder, dest, workers, shard, strict, overwrite, chunk_size, json_out)

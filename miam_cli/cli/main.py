@@ -6,10 +6,11 @@ import sys
 
 import typer
 
-from miam_cli.cli import data_commands
+from miam_cli.cli import data_commands, packaged_commands
+from miam_cli.cli.options import App
 from miam_cli.errors import RuntimeFailure, UserError
 
-app = typer.Typer(
+app = App(
     name="miam",
     help=(
         "MIAM toolkit: prepare multimodal ecological data, train transformers with Modality "
@@ -17,11 +18,12 @@ app = typer.Typer(
         "Example: miam demo"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # `miam --install-completion` (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 data_commands.register(app)
+packaged_commands.register(app)
 
 
 def _version(value: bool) -> None:
@@ -43,9 +45,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register_optional() -> None:
     """Stages register themselves here as they exist (keeps this file free of logic)."""
-    from miam_cli.cli import model_commands
+    from miam_cli.cli import model_commands, predict_commands
 
     model_commands.register(app)
+    predict_commands.register(app)
 
 
 _register_optional()

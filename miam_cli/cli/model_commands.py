@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, log, out, print_json, print_table
+from miam_cli.cli.common import Progress, attribution_progress, epoch_progress, log, out, print_json, print_table
+from miam_cli.cli.options import Overrides, PlotFormat, RecipeArg
 
 
 def register(app: typer.Typer) -> None:
@@ -20,18 +21,17 @@ def register(app: typer.Typer) -> None:
 
 
 def validate_cmd(
-    recipe: Path = typer.Argument(..., help="Recipe YAML."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE, e.g. masking.lam=2 train.epochs=5"),
+    recipe: RecipeArg,
+    overrides: Overrides = None,
     json_out: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
 ) -> None:
     """Check a recipe (and its store) and list every error at once (exit 2).
 
     Example: miam validate recipes/geoplant.yaml masking.strategy=uniform
     """
-    from miam_cli.engine.recipe import load_recipe, recipe_to_yaml
     from miam_cli.store.reader import TokenStore
 
-    r = load_recipe(recipe, overrides or [])
+    path, r = _load_recipe(recipe, overrides)
     store_note = ""
     if Path(r.store).exists():
         groups = r.groups(TokenStore(r.store).modalities)
@@ -40,49 +40,70 @@ def validate_cmd(
     else:
         log(f"note: store {r.store} does not exist yet (prepare it before training)")
     if json_out:
-        print_json(r.dump())
+        print_json(r.model_dump(by_alias=True, mode="json"))
     else:
+        from miam_cli.engine.recipe import recipe_to_yaml
+
         out.print(recipe_to_yaml(r), highlight=False)
-    log(f"{recipe}: valid{store_note}")
+    log(f"{path}: valid{store_note}")
+
+
+def _load_recipe(recipe: Path, overrides: list[str] | None):
+    """Find the recipe (a file, or a packaged one by name), say which file it is, and validate it."""
+    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.packaged import find_recipe
+
+    from miam_cli.engine import dist
+
+    found = find_recipe(recipe)
+    if dist.resolve().is_main:  # under torchrun every rank runs this: one line per job
+        log(f"recipe: {found.path}" + (f" (packaged with miam; `miam recipes cp {found.path.stem}` copies it here to edit)"
+                                       if found.packaged else ""))
+    return found.path, load_recipe(found.path, overrides or [])
 
 
 def train_cmd(
-    recipe: Path = typer.Argument(..., help="Recipe YAML."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides KEY=VALUE, e.g. masking.lam=2 train.epochs=5"),
+    recipe: RecipeArg,
+    overrides: Overrides = None,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run dir [default: runs/<name>-<strategy>-<time>]"),
     resume: bool = typer.Option(False, help="Continue the run in --out from checkpoints/last.pt."),
+    oracle: Optional[List[str]] = typer.Option(
+        None, "--oracle", help="Train an oracle: this masking modality alone (repeat, or a,b, for several), with uniform masking; "
+                               "`compare` shows it as the oracle row."),
     json_out: bool = typer.Option(False, "--json", help="Print the final epoch's metrics as JSON."),
 ) -> None:
-    """Train a model with the recipe's masking strategy; writes a run dir.
+    """Train a model with the recipe's masking strategy; writes a run dir (its path is printed first).
 
     Example: miam train recipes/demo.yaml masking.strategy=uniform train.epochs=5 --out runs/demo-uniform
-    On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; run again with --resume.
+
+    Oracle (the reference on one modality): miam train recipes/demo.yaml --oracle sentinel2
+
+    On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; the message names
+    the command that continues the run (`--resume`).
     """
     from miam_cli.engine.signals import deferred_stop_signals
 
     with deferred_stop_signals():  # first, before torch is imported: a SIGTERM during start-up still exits 75
-        run = _train(recipe, overrides or [], out_dir, resume)
+        run = _train(recipe, overrides or [], out_dir, resume, oracle)
     if run is not None:
         _print_train_result(run, json_out)
 
 
-def _train(recipe: Path, overrides: list[str], out_dir: Optional[Path], resume: bool) -> Optional[Path]:
+def _train(recipe: Path, overrides: list[str], out_dir: Optional[Path], resume: bool, oracle: Optional[List[str]]) -> Optional[Path]:
     """The run dir on rank 0 (None on other ranks); exit 75 when preempted."""
     import sys
 
     from miam_cli.engine import dist
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.engine.recipe import oracle_override
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    r = load_recipe(recipe, overrides)
+    _, r = _load_recipe(recipe, [*overrides, *([oracle_override(oracle)] if oracle else [])])
     with Progress("train", None) as bar:
-        def progress(epoch, step, steps):
-            bar.update(step, steps, f"epoch {epoch + 1}/{r.train.epochs}")
         try:
-            run = train(r, out_dir, resume=resume, progress=progress, log=log)
+            run = train(r, out_dir, resume=resume, progress=epoch_progress(bar), log=log)
         except Preempted as e:
             if dist.resolve().is_main:
-                log(f"preempted: {e}; continue with: miam train {recipe} --out <run dir> --resume")
+                log(f"preempted: {e}; continue with: {e.resume_command}")
             sys.exit(PREEMPTED_EXIT_CODE)
     return run if dist.resolve().is_main else None  # one result table per job, not one per rank
 
@@ -109,32 +130,34 @@ def eval_subsets_cmd(
     merge: bool = typer.Option(False, help="Join the shard files into eval/subsets.csv."),
     batch_size: int = typer.Option(1024, min=1),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Evaluate a trained model on every non-empty subset of its modalities (2^M - 1), or on selectors.
 
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
-    from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.evaluate.subsets import run_eval_subsets, table_records
-    from miam_cli.store.writer import parse_shard
+    from miam_cli import api
+    from miam_cli.cli.common import resolve_run, shard_request
+    from miam_cli.evaluate.metrics import metric_names
+    from miam_cli.evaluate.subsets import table_records
+    from miam_cli.plotstyle import check_format
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
     with Progress("eval-subsets", None) as bar:
-        table, path = run_eval_subsets(run, split, checkpoint, subsets, parse_shard(shard_text) if shard_text else None, merge,
-                                       batch_size, _device(device), progress=bar.update)
+        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets, shard=shard_request(shard, merge),
+                                   merge=merge, batch_size=batch_size, progress=bar.update, plot_format=check_format(plot_format))
+    table, path = res.table, res.path
     log(f"wrote {path}")
     if json_out:
-        print_json({"run_dir": str(run), "file": str(path), "rows": table_records(table)})
+        print_json({"run_dir": str(run), "file": str(path), "metrics": table.attrs.get("metrics"), "rows": table_records(table)})
         return
-    metric_cols = [c for c in ("auc", "auc_classes", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
-    cols = ["subset", "visible_tokens", "samples"] + metric_cols
-    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist())
+    cols = ["subset", "visible_tokens", "samples"] + metric_names(table.columns)
+    print_table(f"{run} on {split} ({checkpoint}.pt)", cols, table[cols].values.tolist(), table.attrs.get("metrics"))
 
 
 def compare_cmd(
-    run_dirs: List[Path] = typer.Argument(..., help="Run dirs, each with eval/subsets.csv"),
+    run_dirs: List[Path] = typer.Argument(..., help="Run dirs, each with eval/subsets.csv; `runs/demo-miam-...` is the newest run whose name starts so"),
     subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="Only these columns (subset labels)"),
     metric: Optional[str] = typer.Option(None, help="Metric column [default: auc or top1]"),
     split: str = typer.Option("test", help="Rows of eval/subsets.csv from this split (val: to choose settings without the test split)"),
@@ -149,22 +172,26 @@ def compare_cmd(
 
     Example: miam compare runs/demo-miam runs/demo-uniform runs/oracle-sentinel2
     """
-    from miam_cli.evaluate.compare import best_per_column, compare_runs, format_cell, wide_table, write_compare
+    from miam_cli.cli.common import resolve_run, warn
+    from miam_cli.evaluate.compare import best_per_column, caption, compare_runs, format_cell, wide_table, write_compare
 
+    run_dirs = [resolve_run(r) for r in run_dirs]
     agg = compare_runs(run_dirs, subsets, metric, split)
+    for w in agg.attrs["warnings"]:
+        warn(w)
     csv_path, md_path = write_compare(agg, out_dir)
     log(f"wrote {csv_path} and {md_path}")
     mean, std, columns = wide_table(agg)
     best = best_per_column(mean)
     result = _paired(run_dirs, paired, subsets, metric, split, out_dir) if paired else None
     if json_out:
-        print_json({"metric": agg.attrs["metric"], "columns": columns, "best": best,
+        print_json({"metric": agg.attrs["metric"], "columns": columns, "best": best, "warnings": agg.attrs["warnings"],
                     "rows": [{"strategy": label, **{c: {"mean": _num(mean.loc[label, c]), "std": _num(std.loc[label, c])} for c in columns}}
                              for label in mean.index],
                     **({"paired": result.table().to_dict(orient="records")} if result else {})})
         return
     rows = [[label] + [format_cell(mean.loc[label, c], std.loc[label, c], best.get(c) == label, False) for c in columns] for label in mean.index]
-    print_table(f"{agg.attrs['metric']} x 100 (* = best per column)", ["strategy"] + columns, rows)
+    print_table(f"{agg.attrs['metric']} x 100 on {split}", ["strategy"] + columns, rows, caption(agg, False))
     if result:
         from miam_cli.evaluate.paired import format_paired_cell
 
@@ -196,12 +223,6 @@ def _num(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _device(name: str) -> str:
-    from miam_cli.engine.device import resolve_device
-
-    return str(resolve_device(name))
-
-
 def attribute_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
     modality: Optional[str] = typer.Option(None, help="Explain the tokens of this modality (default: the modalities themselves)"),
@@ -219,37 +240,37 @@ def attribute_cmd(
     merge: bool = typer.Option(False, help="Pool the shard files into the report"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
 ) -> None:
     """Shapley contributions of modalities, or of one modality's bands, years, patches or variables.
 
     Example: miam attribute runs/demo-miam --modality sentinel2 --by band
     """
-    from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
-    from miam_cli.cli.common import resolve_run, shard_from_env
-    from miam_cli.store.writer import parse_shard
+    from miam_cli import api
+    from miam_cli.attribution.report import evaluation_count
+    from miam_cli.cli.common import resolve_run, shard_request
+    from miam_cli.plotstyle import check_format
 
     run = resolve_run(run_dir)
-    shard_text = None if merge else shard_from_env(shard)
-    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples,
-                             parse_shard(shard_text) if shard_text else None, sampler)
-    if merge:
-        res = merge_attribution(run, req, out_dir, _device(device))
-    else:
-        res = run_attribution(run, req, out_dir, _device(device), log=log)
-    if "shard_file" in res:
-        log(f"wrote {res['shard_file']}; pool the shards with --merge")
+    with Progress("attribute") as bar:
+        res = api.attribute(api.load_run(run, "best", device), modality=modality, by=by, target=target, split=split, context=context,
+                            budget=budget, tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples,
+                            sampler=sampler, shard=shard_request(shard, merge), merge=merge, out=out_dir,
+                            plot_format=check_format(plot_format), log=log, progress=None if merge else attribution_progress(bar))
+    if res.shard_file is not None:
+        log(f"wrote {res.shard_file}; pool the shards with --merge")
         return
-    result, eff = res["result"], res["efficiency"]
-    log(f"wrote {res['dir']}/{res['stem']}.csv, .json, .png and summary.md")
+    result, eff, report = res.result, res.efficiency, res.path.with_suffix("")
+    log(f"wrote {report}.csv, .json, .{plot_format} and summary.md")
     if json_out:
-        print_json({"report": f"{res['dir']}/{res['stem']}", "meta": res["meta"], "efficiency": eff, **result.to_dict()})
+        print_json({"report": str(report), "meta": res.meta, "efficiency": eff, **result.to_dict()})
         return
     order = sorted(range(len(result.players)), key=lambda i: -result.values[i])
     rows = [[result.players[i], float(result.values[i]), float(result.std_errors[i])] for i in order]
-    caption = (f"{result.method}, {result.evaluations} coalition evaluations; efficiency: sum phi = {eff['sum_phi']:.4f}, "
+    caption = (f"{result.method}, {evaluation_count(result)}; efficiency: sum phi = {eff['sum_phi']:.4f}, "
                f"v(all) - v(none) = {eff['v_all_minus_v_none']:.4f}")
-    print_table(f"Shapley values: {res['meta']['target']} ({res['stem']})", ["player", "phi", "std error"], rows, caption)
+    print_table(f"Shapley values: {res.meta['target']} ({report.name})", ["player", "phi", "std error"], rows, caption)
 
 
 def demo_cmd(
@@ -259,17 +280,20 @@ def demo_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model [default: the demo recipe's]"),
     seed: int = typer.Option(0, help="Seed of the data and of training"),
     budget: int = typer.Option(500, min=50, help="Coalition evaluations per sampled attribution report (patches, years)"),
+    maps: bool = typer.Option(True, "--maps/--no-maps", help="Also the map demo: a synthetic landscape, its species map and Sentinel-2 contribution map."),
+    plot_format: PlotFormat = "png",
     json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
 ) -> None:
-    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, report.
+    """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, map, report.
 
     Example: miam demo --out demo-out
     """
     from miam_cli.pipeline.demo import DemoOptions, run_demo
+    from miam_cli.plotstyle import check_format
 
     with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget), log=log,
-                       progress=lambda e, s, n: bar.update(s, n, f"epoch {e + 1}"))
+        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, plot_format=check_format(plot_format),
+                                   maps=maps), log=log, progress=epoch_progress(bar))
     if json_out:
         print_json(res)
         return

@@ -69,6 +69,13 @@ class SplitTensors:
         self.indices = store.split_indices(split)
         self.full = Batch.from_store(store, self.indices, modalities)
 
+    @classmethod
+    def of(cls, batch: Batch) -> "SplitTensors":
+        """Samples that are not in a store (a map's pixels) behind the same interface."""
+        data = cls.__new__(cls)
+        data.indices, data.full = batch.index.numpy(), batch
+        return data
+
     def __len__(self) -> int:
         return len(self.full)
 

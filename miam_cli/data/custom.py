@@ -1,7 +1,7 @@
 """`miam prepare custom SPEC.yaml STORE`: a user's own data, described by a dataset spec.
 
 The spec (documented with a full example in docs/dataset-spec.md) names a points table (CSV or
-Parquet: id, lon, lat, labels, optional split) and modalities of seven kinds, each built on the shared
+Parquet: id, lon/lat or x/y with their CRS, labels, optional split) and modalities of seven kinds, each built on the shared
 readers in `miam_cli.data.readers`:
 
 | kind             | tokens                                                         | store kind |
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -33,17 +33,19 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from miam_cli.data import coords as C
 from miam_cli.data import readers as R
 from miam_cli.data.confine import Confinement
 from miam_cli.data.geoplant import read_csv_table
-from miam_cli.data.split import spatial_block_split
+from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
 from miam_cli.files import read_yaml
-from miam_cli.store.schema import ModalitySpec, TaskSpec
+from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test",
+               "predict": PREDICT_SPLIT}
 DEFAULT_MISSING = ["eos", "", "na", "nan", "null"]
 
 
@@ -52,7 +54,12 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+LABEL_KINDS = ("class_", "species", "presence", "binary")
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes"}, {"0", "false", "no"}
+
+
 class LabelSpec(_Spec):
+    binary: str | None = Field(None, description="a 0/1 (or true/false) column -> one class; rows with 0 are background (negatives)")
     class_: str | None = Field(None, alias="class", description="column with one class per point -> multiclass")
     species: str | None = Field(None, description="column with a list of species per point -> multilabel")
     separator: str | None = Field(None, description="separator of `species` lists (default: comma, semicolon or space)")
@@ -61,17 +68,25 @@ class LabelSpec(_Spec):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "LabelSpec":
-        given = [k for k in ("class_", "species", "presence") if getattr(self, k) is not None]
+        given = [k for k in LABEL_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of class, species, presence")
+            raise ValueError("give exactly one of binary, class, species, presence")
         return self
 
 
 class SplitSpec(_Spec):
     column: str | None = Field(None, description="column with train/val/test; absent: spatial blocks")
-    block_size: float = Field(0.5, gt=0, description="spatial block size in degrees")
+    block_size: float | str = Field(0.5, description="spatial block size: degrees (0.5), or a distance (50km, 2000m)")
+    balance: Literal["labels", "none"] = Field(
+        "labels", description="labels: blocks assigned so each split keeps the overall positive rate / class coverage; none: random order")
     seed: int = 0
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    @field_validator("block_size")
+    @classmethod
+    def _size(cls, v):
+        C.parse_block_size(v)  # raises ValueError with the reason
+        return v
 
 
 class PointsSpec(_Spec):
@@ -80,8 +95,35 @@ class PointsSpec(_Spec):
     id: str = "id"
     lon: str = "lon"
     lat: str = "lat"
+    crs: str | int | None = Field(None, description="CRS of the coordinates: an EPSG code (32631) or WKT; default WGS84 lon/lat degrees")
+    x: str | None = Field(None, description="with crs: the easting column (an alias of lon)")
+    y: str | None = Field(None, description="with crs: the northing column (an alias of lat)")
     labels: LabelSpec
     split: SplitSpec = Field(default_factory=SplitSpec)
+    unlabelled: Literal["predict", "drop"] = Field(
+        "predict", description="points whose label cell is empty: kept in the `predict` split (for `miam predict`), or dropped")
+
+    @model_validator(mode="after")
+    def _xy(self) -> "PointsSpec":
+        if (self.x is None) != (self.y is None):
+            raise ValueError("give both x and y")
+        if self.x is not None and self.crs is None:
+            raise ValueError("x/y are coordinates in a projected CRS: set points.crs too (e.g. crs: 32631), or name lon/lat degrees")
+        if self.x is not None and {"lon", "lat"} & self.model_fields_set:
+            raise ValueError("give lon/lat or x/y, not both")
+        return self
+
+    @field_validator("crs")
+    @classmethod
+    def _crs(cls, v):
+        if v is not None:
+            C.parse_crs(v)  # raises ValueError with pyproj's reason
+        return v
+
+    @property
+    def coordinate_keys(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((key, column) of the first coordinate, (key, column) of the second)."""
+        return (("x", self.x), ("y", self.y)) if self.x is not None else (("lon", self.lon), ("lat", self.lat))
 
 
 class _Modality(_Spec):
@@ -228,12 +270,17 @@ class DatasetSpec(_Spec):
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
+    return load_yaml_model(path, DatasetSpec, "dataset spec", "a YAML mapping (see docs/dataset-spec.md)")
+
+
+def load_yaml_model(path: Path | str, model: type[BaseModel], what: str, shape: str):
+    """A YAML file validated by a pydantic model: every error with its key path, exit 2 (dataset and map specs)."""
     path = Path(path)
-    data = read_yaml(path, "dataset spec")
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a dataset spec is a YAML mapping (see docs/dataset-spec.md)")
+        raise UserError(f"{path}: a {what} is {shape}")
     try:
-        return DatasetSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise UserError(format_spec_errors(e, str(path))) from None
 
@@ -287,7 +334,9 @@ class Context:
     table_name: str
     points: pd.DataFrame  # kept points, index 0..N-1
     id_column: str
-    confine: Confinement | None = None
+    crs: object = None  # the points' CRS (pyproj), None for WGS84 lon/lat
+    warnings: list[str] | None = None
+    confine: Confinement | None = None  # where files may be read (None: anywhere, e.g. a map's own inputs)
 
     @property
     def ids(self) -> list[str]:
@@ -300,6 +349,14 @@ class Context:
     @property
     def lat(self) -> np.ndarray:
         return self.points["__lat"].to_numpy(float)
+
+    @property
+    def xy(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The points as given (x, y) and their CRS: what rasters are sampled from, each raster
+        transforming them straight into its own CRS."""
+        if self.crs is None:
+            return self.lon, self.lat, C.WGS84
+        return self.points["__x"].to_numpy(float), self.points["__y"].to_numpy(float), self.crs.to_wkt()
 
     def file(self, rel: str, where: str, folder: bool = False) -> Path:
         path = Path(rel) if Path(rel).is_absolute() else self.root / rel
@@ -318,6 +375,12 @@ class Context:
     def keys(self, m: str, spec: _Modality) -> list[str]:
         return self.column(spec.key or self.id_column, f"modalities.{m}.key").map(R.id_text).tolist()
 
+    @classmethod
+    def at(cls, root: Path, lon: np.ndarray, lat: np.ndarray, name: str) -> "Context":
+        """Bare locations (a map's pixel centres): what location-computable modalities need, and nothing else."""
+        points = pd.DataFrame({"id": [str(i) for i in range(len(lon))], "__lon": np.asarray(lon, float), "__lat": np.asarray(lat, float)})
+        return cls(root, name, points, "id")
+
 
 def _user_columns(df: pd.DataFrame) -> list:
     return [c for c in df.columns if not str(c).startswith("__")]
@@ -333,23 +396,27 @@ def read_table(path: Path, sep: str | None) -> pd.DataFrame:
         raise UserError(f"{path}: cannot read the table ({type(e).__name__})") from None
 
 
-def build_points(spec: DatasetSpec, root: Path, confine: Confinement | None = None) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
-    """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped."""
+def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None,
+                 confine: Confinement | None = None) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
+    """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped.
+
+    Points without a label (an empty label cell) are kept in the predict split unless `points.unlabelled: drop`
+    (`ctx.points["__unlabelled"]` marks them). `classes` fixes the class list (`--like STORE`) instead of
+    taking the classes seen in the points.
+    """
     p = spec.points
-    path = Context(root, "", pd.DataFrame(), p.id, confine).file(p.path, "points.path")
+    path = Context(root, "", pd.DataFrame(), p.id, confine=confine).file(p.path, "points.path")
     table = read_table(path, p.sep)
-    ctx = Context(root, path.name, table, p.id, confine)
+    ctx = Context(root, path.name, table, p.id, C.parse_crs(p.crs) if p.crs is not None else None, [], confine)
     errors = []
-    for key in ("id", "lon", "lat"):
+    for key, column in (("id", p.id), *p.coordinate_keys):
         try:
-            ctx.column(getattr(p, key), f"points.{key}")
+            ctx.column(column, f"points.{key}")
         except SpecError as e:
             errors += e.lines
     if errors:
         raise SpecErrors(errors)
-    table["__lon"] = pd.to_numeric(table[p.lon], errors="coerce")
-    table["__lat"] = pd.to_numeric(table[p.lat], errors="coerce")
-    located = table["__lon"].between(-180, 180) & table["__lat"].between(-90, 90)
+    located = _locate(table, p, ctx.crs)
     dropped = {"point_without_coordinates": int((~located).sum())} if not located.all() else {}
     ctx.points = table[located].reset_index(drop=True)
     ids = pd.Series(ctx.ids)
@@ -358,16 +425,25 @@ def build_points(spec: DatasetSpec, root: Path, confine: Confinement | None = No
                                      f"{int(np.flatnonzero(ids.duplicated())[0]) + 1} of the kept points; "
                                      "one row per point (list several species in a `species` column)")
     lists, task = _label_lists(ctx, p.labels)
+    unlabelled = np.array([lst is None for lst in lists], dtype=bool)
+    if unlabelled.any() and p.unlabelled == "drop":
+        dropped["point_without_labels"] = int(unlabelled.sum())
+    ctx.points["__unlabelled"] = unlabelled
+    lists = [lst or [] for lst in lists]
     counts = pd.Series([c for lst in lists for c in lst], dtype=object).value_counts()
-    kept = sorted((c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
+    kept = classes if classes is not None else sorted(
+        (c for c, n in counts.items() if n >= p.labels.min_count), key=lambda s: (len(s), s) if s.isdigit() else (1 << 30, s))
     if not kept:
         raise SpecError("points.labels", f"no class has >= {p.labels.min_count} points")
     index = {c: i for i, c in enumerate(kept)}
     lists = [[c for c in lst if c in index] for lst in lists]
-    if task == "multiclass":  # a point whose class was dropped (or empty) has no label left: drop the point
-        has = np.array([len(lst) == 1 for lst in lists])
-        if not has.all():
-            dropped["point_without_kept_class"] = int((~has).sum())
+    has = ~unlabelled if p.unlabelled == "drop" else np.ones(len(lists), bool)
+    if task == "multiclass":  # a labelled point whose class was dropped has no label left: drop the point
+        lost = np.array([len(lst) != 1 for lst in lists]) & ~unlabelled
+        if lost.any():
+            dropped["point_without_kept_class"] = int(lost.sum())
+        has &= ~lost
+    if not has.all():
         ctx.points = ctx.points[has].reset_index(drop=True)
         lists = [lst for lst, h in zip(lists, has) if h]
     labels = [np.array(sorted(index[c] for c in lst), dtype=np.int32) for lst in lists]
@@ -375,10 +451,39 @@ def build_points(spec: DatasetSpec, root: Path, confine: Confinement | None = No
     return ctx, labels, classes, task, dropped
 
 
-def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str]], str]:
+def _locate(table: pd.DataFrame, p: PointsSpec, crs) -> pd.Series:
+    """Fill __lon/__lat (WGS84) and, with a CRS, __x/__y (as given); which points have coordinates.
+
+    Without a CRS, coordinates that are mostly out of lon/lat range are metres given as degrees:
+    refused, rather than every point dropped.
+    """
+    (_, xcol), (_, ycol) = p.coordinate_keys
+    x, y = pd.to_numeric(table[xcol], errors="coerce").to_numpy(float), pd.to_numeric(table[ycol], errors="coerce").to_numpy(float)
+    if crs is None:
+        numeric = np.isfinite(x) & np.isfinite(y)
+        outside = numeric & ~((np.abs(x) <= 180) & (np.abs(y) <= 90))
+        if outside.sum() > numeric.sum() / 2:
+            raise SpecError("points.lon/lat", f"{int(outside.sum())} of {int(numeric.sum())} points have coordinates outside "
+                                              f"-180..180 / -90..90: set points.crs? (e.g. crs: 32631 with x: {xcol}, y: {ycol})")
+        lon, lat = x, y
+    else:
+        table["__x"], table["__y"] = x, y
+        lon, lat = C.to_lonlat(x, y, crs)
+    table["__lon"], table["__lat"] = lon, lat
+    return pd.Series((np.abs(lon) <= 180) & (np.abs(lat) <= 90), index=table.index)  # NaN and inf compare False
+
+
+def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str] | None], str]:
+    """Each point's classes, and the task type; None where the label cell is empty (an unlabelled point, not an absence)."""
+    if labels.binary is not None:
+        return _binary_lists(ctx.column(labels.binary, "points.labels.binary"), labels.binary), "multilabel"
     if labels.class_ is not None:
         col = ctx.column(labels.class_, "points.labels.class")
-        return [[] if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
+        if _is_binary(col):
+            ctx.warnings.append(f"points.labels.class: column {labels.class_!r} holds only 0/1: this builds a 2-class multiclass task "
+                                f"judged on top-1 accuracy; for presence/background data use `labels: {{binary: {labels.class_}}}` "
+                                "(one class, AUC / AUPRC / TSS)")
+        return [None if pd.isna(v) or str(v).strip() == "" else [R.id_text(v)] for v in col], "multiclass"
     if labels.species is not None:
         col = ctx.column(labels.species, "points.labels.species")
         split = re.compile(re.escape(labels.separator) if labels.separator else r"[,;\s]+")
@@ -386,27 +491,70 @@ def _label_lists(ctx: Context, labels: LabelSpec) -> tuple[list[list[str]], str]
     names = labels.presence if isinstance(labels.presence, list) else [c for c in ctx.points.columns if re.search(labels.presence, str(c))]
     if not names:
         raise SpecError("points.labels.presence", f"no column matches {labels.presence!r}")
-    present = np.stack([pd.to_numeric(ctx.column(c, "points.labels.presence"), errors="coerce").fillna(0).to_numpy() > 0 for c in names], 1)
-    return [[str(names[j]) for j in np.flatnonzero(row)] for row in present], "multilabel"
+    numbers = np.stack([pd.to_numeric(ctx.column(c, "points.labels.presence"), errors="coerce").to_numpy(float) for c in names], 1)
+    present = np.nan_to_num(numbers) > 0
+    return [None if np.isnan(num).all() else [str(names[j]) for j in np.flatnonzero(row)] for row, num in zip(present, numbers)], "multilabel"
 
 
-def _species_list(value, split: re.Pattern) -> list[str]:
+def _binary_words(col: pd.Series) -> pd.Series:
+    """0/1 (also 0.0/1.0) and true/false/yes/no as lower-case text; empty cells as ''."""
+    return col.map(lambda v: "" if pd.isna(v) else R.id_text(v).strip().lower())
+
+
+def _is_binary(col: pd.Series) -> bool:
+    words = set(_binary_words(col)) - {""}
+    return bool(words) and words <= TRUE_WORDS | FALSE_WORDS
+
+
+def _binary_lists(col: pd.Series, name: str) -> list[list[str] | None]:
+    words = _binary_words(col)
+    bad = sorted(set(words) - TRUE_WORDS - FALSE_WORDS - {""})
+    if bad:
+        raise SpecError("points.labels.binary", f"column {name!r} holds {bad[:5]}; expected 0/1 or true/false")
+    if not words.isin(TRUE_WORDS).any():
+        raise SpecError("points.labels.binary", f"column {name!r} has no presence (no 1 or true)")
+    return [None if w == "" else [name] if w in TRUE_WORDS else [] for w in words]
+
+
+def _species_list(value, split: re.Pattern) -> list[str] | None:
+    """The species of one cell; [] for an empty list (a survey where nothing was found), None for an empty cell."""
     if isinstance(value, (list, tuple, np.ndarray)):
         return sorted({R.id_text(v) for v in value})
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
+    if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
+        return None
     text = str(value).strip().strip("[]()")
     return sorted({R.id_text(t.strip("'\" ")) for t in split.split(text) if t.strip("'\" ")})
 
 
-def build_split(ctx: Context, split: SplitSpec) -> tuple[np.ndarray, dict]:
+def split_points(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_classes: int) -> tuple[np.ndarray, dict]:
+    """Labelled points split by `build_split`; unlabelled ones go to the predict split (and count for no quota)."""
+    unlabelled = ctx.points["__unlabelled"].to_numpy(bool)
+    if not unlabelled.any():
+        return build_split(ctx, split, labels, num_classes)
+    out = np.full(len(unlabelled), PREDICT_SPLIT, dtype=object)
+    info = {}
+    if (~unlabelled).any():
+        labelled = [lab for lab, u in zip(labels, unlabelled) if not u]
+        out[~unlabelled], info = build_split(replace(ctx, points=ctx.points[~unlabelled].reset_index(drop=True)), split, labelled, num_classes)
+    return out.astype(str), {**info, PREDICT_SPLIT: int(unlabelled.sum())}
+
+
+def build_split(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_classes: int) -> tuple[np.ndarray, dict]:
     if split.column is None:
-        info = {"method": "spatial-blocks", "block_size_deg": split.block_size, "seed": split.seed, "fractions": list(split.fractions)}
-        return spatial_block_split(ctx.lon, ctx.lat, split.block_size, split.fractions, split.seed), info
+        size = C.parse_block_size(split.block_size)
+        width, height, units = size.cell(ctx.lat, ctx.crs)
+        x, y = (ctx.xy[:2] if units.startswith("metres") else (ctx.lon, ctx.lat))
+        block = block_of_points(x, y, width, height)
+        aware = split.balance == "labels"
+        info = {"method": "spatial-blocks", "block_size": str(size), "block_units": units, "blocks": int(block.max() + 1) if len(block) else 0,
+                "balance": split.balance, "seed": split.seed, "fractions": list(split.fractions)}
+        if not size.metres:
+            info["block_size_deg"] = size.value
+        return assign_blocks(block, split.fractions, split.seed, labels if aware else None, num_classes), info
     words = ctx.column(split.column, "points.split.column").astype(str).str.strip().str.lower()
     bad = ~words.isin(list(SPLIT_WORDS))
-    if bad.any():
-        raise SpecError("points.split.column", f"{int(bad.sum())} value(s) are not train/val/test "
+    if bad.any():  # counted and located, never quoted (a cell can hold anything)
+        raise SpecError("points.split.column", f"{int(bad.sum())} value(s) are not train/val/test/predict "
                                                f"(the first in data row {int(np.flatnonzero(bad.to_numpy())[0]) + 1} of the kept points)")
     return words.map(SPLIT_WORDS).to_numpy().astype(str), {"method": "column", "column": split.column}
 
@@ -444,7 +592,7 @@ def build_raster_values(m: str, s: RasterValuesModality, ctx: Context) -> Built:
     for name, rel in files.items():
         path = ctx.file(rel, f"modalities.{m}.files.{name}" if isinstance(s.files, dict) else f"modalities.{m}.files")
         try:
-            values, valid = R.raster_points(path, ctx.lon, ctx.lat)
+            values, valid = R.raster_points(path, *ctx.xy)
         except Exception as e:
             raise SpecError(f"modalities.{m}.files", f"{path}: cannot read the raster: {e}") from None
         names += [name] if values.shape[1] == 1 else [f"{name}_b{b + 1}" for b in range(values.shape[1])]
@@ -458,7 +606,7 @@ def build_raster_values(m: str, s: RasterValuesModality, ctx: Context) -> Built:
 def build_raster_patches(m: str, s: RasterPatchesModality, ctx: Context) -> Built:
     path = ctx.file(s.file, f"modalities.{m}.file")
     try:
-        rows, cols, count, names = R.raster_pixels(path, ctx.lon, ctx.lat)
+        rows, cols, count, names = R.raster_pixels(path, *ctx.xy)
     except Exception as e:
         raise SpecError(f"modalities.{m}.file", f"{path}: cannot read the raster: {e}") from None
     bands = s.bands or names
@@ -724,26 +872,48 @@ BUILDERS = {
 
 
 # ================================================================ the plan
-def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.SourceDecoder]:
+def spec_root(spec: DatasetSpec, spec_path: Path | str) -> Path:
+    """The folder relative paths of a spec start from."""
     spec_path = Path(spec_path)
-    root = (spec_path.parent / spec.root) if spec.root else spec_path.parent
-    confine = Confinement.at(root, spec.allow_outside_root)
-    try:
-        outside = Confinement.at(spec_path.parent, spec.allow_outside_root).why_not(root)
-        if outside:
-            raise SpecError("root", outside)
-        ctx, labels, classes, task, dropped = build_points(spec, root, confine)
-        split, split_info = build_split(ctx, spec.points.split)
-    except SpecErrors as e:
-        raise UserError(_error_list(spec_path, e.lines)) from None
+    return (spec_path.parent / spec.root) if spec.root else spec_path.parent
+
+
+def spec_confinement(spec: DatasetSpec, spec_path: Path | str) -> Confinement:
+    """Where a spec's files may be read: its root, itself inside the spec's folder (unless allow_outside_root)."""
+    root = spec_root(spec, spec_path)
+    outside = Confinement.at(Path(spec_path).parent, spec.allow_outside_root).why_not(root)
+    if outside:
+        raise SpecError("root", outside)
+    return Confinement.at(root, spec.allow_outside_root)
+
+
+def build_modalities(modalities: dict[str, Modality], ctx: Context, source: Path | str) -> dict[str, Built]:
+    """Every modality's description and token source at the context's points; all errors reported at once."""
     built, errors = {}, []
-    for m, mspec in spec.modalities.items():
+    for m, mspec in modalities.items():
         try:
             built[m] = BUILDERS[mspec.kind](m, mspec, ctx)
         except SpecErrors as e:
             errors += e.lines
     if errors:
-        raise UserError(_error_list(spec_path, errors))
+        raise UserError(_error_list(Path(source), errors))
+    return built
+
+
+def plan_custom(spec: DatasetSpec, spec_path: Path | str, like: Path | str | None = None) -> tuple[StorePlan, R.SourceDecoder]:
+    """The store plan of a dataset spec; `like`: a training store whose class list and normalisation are reused."""
+    from miam_cli.data.like import adopt_like, open_like
+
+    spec_path = Path(spec_path)
+    root = spec_root(spec, spec_path)
+    like_store = open_like(like)
+    try:
+        like_classes = like_store.classes["original_id"].astype(str).tolist() if like_store else None
+        ctx, labels, classes, task, dropped = build_points(spec, root, like_classes, spec_confinement(spec, spec_path))
+        split, split_info = split_points(ctx, spec.points.split, labels, len(classes))
+    except SpecErrors as e:
+        raise UserError(_error_list(spec_path, e.lines)) from None
+    built = build_modalities(spec.modalities, ctx, spec_path)
     classes = _with_counts(classes, labels, split)
     samples = pd.DataFrame({"sample_id": ctx.ids, "split": split, "lon": ctx.lon, "lat": ctx.lat, "labels": labels})
     plan = StorePlan(
@@ -751,8 +921,10 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str) -> tuple[StorePlan, R.
         task=TaskSpec(type=task, num_classes=len(classes), metric="top1" if task == "multiclass" else "macro_auc"),
         modalities={m: b.spec for m, b in built.items()}, samples=samples, classes=classes,
         provenance={"spec": str(spec_path.resolve()), "root": str(root.resolve()), "spec_content": spec.model_dump(mode="json", by_alias=True)},
-        split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()},
+        split_info=split_info, dropped=dropped, normalization_scope={m: b.scope for m, b in built.items()}, warnings=list(ctx.warnings),
     )
+    if like_store is not None:
+        plan = adopt_like(plan, like_store)
     return plan, R.SourceDecoder(ctx.ids, {m: b.source for m, b in built.items()})
 
 

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from miam_cli.data.confine import SAFE_ID, Confinement
+from miam_cli.data.like import adopt_like, open_like
 from miam_cli.data.split import spatial_block_split, split_from_data
 from miam_cli.errors import UserError
-from miam_cli.store.schema import ModalitySpec, TaskSpec
+from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import ChunkData, StorePlan
 
 BANDS = ["red", "green", "blue", "nir"]
@@ -165,20 +166,21 @@ def _id_string(v) -> str:
 
 
 def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """One row per survey with its species list; surveys of a subset with no species column are dropped."""
+    """One row per survey with its species list and whether it is labelled.
+
+    A subset whose metadata has no species at all (GLC's test surveys) is unlabelled: its surveys are
+    kept for the predict split. In a labelled subset, a survey without species is an empty survey.
+    """
     dropped = {}
     has_species = meta["speciesId"].notna() if "speciesId" in meta.columns else pd.Series(False, index=meta.index)
     labelled_subsets = set(meta.loc[has_species, "subset"]) if "speciesId" in meta.columns else set()
-    unlabelled = ~meta["subset"].isin(labelled_subsets)
-    if unlabelled.any():
-        dropped["survey_without_labels"] = int(meta.loc[unlabelled, "surveyId"].nunique())
-    meta = meta[~unlabelled]
-    species = meta.loc[has_species[~unlabelled], ["surveyId", "speciesId"]].copy()
+    species = meta.loc[has_species, ["surveyId", "speciesId"]].copy()
     species["speciesId"] = species["speciesId"].map(_id_string)
     by_survey = species.groupby("surveyId", sort=False)["speciesId"].agg(lambda s: sorted(set(s)))
     grouped = meta.groupby("surveyId", sort=False)
     surveys = grouped.agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
     surveys["species"] = surveys["surveyId"].map(by_survey).apply(lambda v: v if isinstance(v, list) else [])
+    surveys["labelled"] = surveys["subset"].isin(labelled_subsets)
     # a survey's rows (one per species) must agree on where and in which subset it is: otherwise which is right?
     conflicting = surveys["surveyId"].map(grouped[["lon", "lat", "subset"]].nunique(dropna=False).max(axis=1) > 1)
     bad_coords = surveys["lon"].isna() | surveys["lat"].isna()
@@ -392,11 +394,14 @@ def read_cube(path: Path) -> np.ndarray:
 
 
 def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
-    """[4, H, W] -> [4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col."""
-    b, h, w = image.shape
+    """[..., 4, H, W] -> [..., 4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
+
+    Leading axes (several images at once) are kept.
+    """
+    *lead, b, h, w = image.shape
     sh, sw = h // grid, w // grid
-    x = image[:, : sh * grid, : sw * grid].reshape(b, grid, sh, grid, sw).transpose(0, 1, 3, 2, 4)
-    return x.reshape(b * grid * grid, sh * sw)
+    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
+    return x.reshape(*lead, b * grid * grid, sh * sw)
 
 
 def landsat_tokens(cube: np.ndarray) -> np.ndarray:
@@ -420,6 +425,7 @@ class GeoPlantOptions:
     seed: int = 0
     max_surveys: int | None = None
     allow_outside_root: bool = False  # read files that resolve outside the raw folder (symlinks out)
+    like: Path | None = None  # a training store whose classes and normalisation are reused
 
 
 def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlantDecoder]:
@@ -431,17 +437,20 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
         raise UserError(f"--layout {opts.layout!r}: expected auto, glc24 or glc25")
     if opts.split not in ("spatial", "data"):
         raise UserError(f"--split {opts.split!r}: expected spatial or data")
+    like = open_like(opts.like)
     files = GeoPlantFiles(raw, layout, Confinement.at(raw, opts.allow_outside_root))
     surveys, dropped = survey_table(read_metadata(raw, layout, files))
     if opts.max_surveys:
         surveys = surveys.iloc[: opts.max_surveys].reset_index(drop=True)
-    if surveys.empty:
-        raise UserError(f"{raw}: no labelled survey in the metadata")
-    if opts.split == "data":
-        surveys["split"] = split_from_data(surveys["subset"], surveys["lon"], surveys["lat"], opts.block_size, seed=opts.seed)
+    if not surveys["labelled"].any() and like is None:
+        raise UserError(f"{raw}: no labelled survey in the metadata (to prepare unlabelled surveys for prediction, "
+                        "pass --like with the training store)")
+    surveys["split"] = _split(surveys, opts)
+    if like is None:
+        classes, index = class_table(surveys, opts.min_occurrences)
     else:
-        surveys["split"] = spatial_block_split(surveys["lon"], surveys["lat"], opts.block_size, seed=opts.seed)
-    classes, index = class_table(surveys, opts.min_occurrences)
+        classes = like.classes
+        index = {str(c): int(i) for c, i in zip(classes["original_id"], classes["class_index"])}
     env = read_environment(raw, layout, surveys["surveyId"], files)
     patch_size = 64 if layout == "glc25" else 128
     if patch_size % opts.grid:
@@ -467,9 +476,23 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
         dropped={**dropped, **({"no_environment_csv": 1} if not env.names else {})},
         normalization_scope={"tabular": "token", "sentinel2": "token", "landsat": "feature", "bioclim": "feature"},
     )
+    if like is not None:
+        plan = adopt_like(plan, like)
     decoder = GeoPlantDecoder(files, samples["sample_id"].tolist(), surveys["subset"].astype(str).tolist(), env.values,
                               env.usable, env.faults, opts.grid, patch_size, list(specs))
     return plan, decoder
+
+
+def _split(surveys: pd.DataFrame, opts: GeoPlantOptions) -> np.ndarray:
+    """Labelled surveys: spatial blocks (or the metadata's train/test); unlabelled ones: the predict split."""
+    labelled = surveys["labelled"].to_numpy(bool)
+    split = np.full(len(surveys), PREDICT_SPLIT, dtype=object)
+    part = surveys[labelled]
+    if labelled.any() and opts.split == "data":
+        split[labelled] = split_from_data(part["subset"], part["lon"], part["lat"], opts.block_size, seed=opts.seed)
+    elif labelled.any():
+        split[labelled] = spatial_block_split(part["lon"], part["lat"], opts.block_size, seed=opts.seed)
+    return split.astype(str)
 
 
 def _modality_specs(env_names: list[str], grid: int, patch_size: int) -> dict[str, ModalitySpec]:

@@ -97,6 +97,10 @@ class FileSource:
     def read(self, rows: range, sample_ids: list[str], modality: str):
         T, F = self.reader.shape
         values, valid, faults = np.zeros((len(rows), T, F), np.float32), np.zeros((len(rows), T), bool), []
+        if hasattr(self.reader, "read_many"):  # readers that can read many keys' inputs at once
+            many = self.reader.read_many([self.keys[r] for r in rows])
+            if many is not None:
+                return many[0], many[1], []
         for j, r in enumerate(rows):
             try:
                 check_confined(self.confine, self.keys[r])
@@ -268,41 +272,77 @@ def load_array(path: Path) -> np.ndarray:
 
 
 # ================================================================ rasters
-def _to_crs(src, lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    """Points (WGS84 lon/lat) in the raster's CRS; a raster without a CRS is taken to be in lon/lat."""
-    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-    if src.crs is None or src.crs.to_epsg() == 4326:
-        return lon, lat
+def _to_crs(src, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray]:
+    """Points given in `crs` (default WGS84 lon/lat) in the raster's CRS, in one transform (none when
+    the CRSs are the same); a raster without a CRS is taken to be in the points' CRS."""
+    from rasterio.crs import CRS
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if src.crs is None or src.crs == CRS.from_user_input(crs):
+        return x, y
     from rasterio.warp import transform
 
-    xs, ys = transform("EPSG:4326", src.crs, lon.tolist(), lat.tolist())
+    xs, ys = transform(CRS.from_user_input(crs), src.crs, x.tolist(), y.tolist())
     return np.asarray(xs), np.asarray(ys)
 
 
-def raster_points(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray]:
-    """Every band sampled at the points: values float32 [N, bands], valid [N, bands].
+# Points (or windows) close together are read as one block rather than one read each: a map's tile, or
+# a chunk of dense points, costs one read. Scattered points over a large raster fall back to reads per point.
+BLOCK_PIXELS = 1 << 22
+
+
+def read_block(src, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [C, height, width] from (row, col), which may reach past the raster, and which are unusable:
+    nodata (or the raster's mask), NaN, or outside the raster, as a boundless masked read (but one read,
+    without the warped VRT a boundless read builds)."""
+    from rasterio.windows import Window
+
+    values = np.zeros((src.count, height, width), np.float32)
+    bad = np.ones((src.count, height, width), bool)
+    r0, r1 = max(row, 0), min(row + height, src.height)
+    c0, c1 = max(col, 0), min(col + width, src.width)
+    if r0 < r1 and c0 < c1:
+        data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+        inner = np.ma.getdata(data).astype(np.float32)
+        values[:, r0 - row : r1 - row, c0 - col : c1 - col] = inner
+        bad[:, r0 - row : r1 - row, c0 - col : c1 - col] = np.ma.getmaskarray(data) | ~np.isfinite(inner)
+    return np.where(bad, 0.0, values).astype(np.float32), bad
+
+
+def raster_points(path: Path, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray]:
+    """Every band sampled at the points (given in `crs`): values float32 [N, bands], valid [N, bands].
 
     Invalid: the raster's nodata (or its mask), NaN, and points outside the raster.
     """
     import rasterio
+    from rasterio.transform import rowcol
 
     with rasterio.open(path) as src:
-        xs, ys = _to_crs(src, lon, lat)
+        xs, ys = _to_crs(src, x, y, crs)
         if len(xs) == 0:
             return np.zeros((0, src.count), np.float32), np.zeros((0, src.count), bool)
+        rows, cols = (np.asarray(a, np.int64) for a in rowcol(src.transform, xs, ys))
+        r0, c0 = max(int(rows.min()), 0), max(int(cols.min()), 0)
+        h, w = min(int(rows.max()) + 1, src.height) - r0, min(int(cols.max()) + 1, src.width) - c0
+        if 0 < h * w <= BLOCK_PIXELS:
+            values, bad = read_block(src, r0, c0, h, w)
+            inside = (rows >= r0) & (rows < r0 + h) & (cols >= c0) & (cols < c0 + w)
+            r, c = np.where(inside, rows - r0, 0), np.where(inside, cols - c0, 0)
+            valid = ~bad[:, r, c].T & inside[:, None]
+            return np.where(valid, values[:, r, c].T, 0.0).astype(np.float32), valid
         sampled = np.ma.stack([np.ma.asarray(v) for v in src.sample(zip(xs, ys), masked=True)])
     values = np.ma.getdata(sampled).astype(np.float32)
     valid = ~np.ma.getmaskarray(sampled) & np.isfinite(values)
     return np.where(valid, values, 0.0).astype(np.float32), valid
 
 
-def raster_pixels(path: Path, lon, lat) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+def raster_pixels(path: Path, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray, np.ndarray, int, list[str]]:
     """(rows, cols) of the points' pixels (may lie outside the raster), band count, band names."""
     import rasterio
     from rasterio.transform import rowcol
 
     with rasterio.open(path) as src:
-        xs, ys = _to_crs(src, lon, lat)
+        xs, ys = _to_crs(src, x, y, crs)
         rows, cols = rowcol(src.transform, xs, ys) if len(xs) else ([], [])
         names = [d or f"b{i + 1}" for i, d in enumerate(src.descriptions)]
         return np.asarray(rows, np.int64), np.asarray(cols, np.int64), src.count, names
@@ -329,24 +369,45 @@ class RasterWindowReader:
     def __getstate__(self):  # an open dataset handle does not cross process boundaries
         return {**self.__dict__, "_src": None}
 
+    def _open(self):
+        if self._src is None:
+            import rasterio
+
+            self._src = rasterio.open(self.path)
+        return self._src
+
+    def read_many(self, keys: list) -> tuple[np.ndarray, np.ndarray] | None:
+        """Tokens [n, T, F] and validity [n, T] of every key's window, cut from one block read (a map tile, dense
+        points); None when the block would be too large (scattered points): then each window is read alone."""
+        block = self._covering_block(keys)
+        if block is None:
+            return None
+        r0, c0, values, bad = block
+        rows = np.asarray([int(k[0]) for k in keys]) - self.size // 2 - r0
+        cols = np.asarray([int(k[1]) for k in keys]) - self.size // 2 - c0
+        shape = (self.size, self.size)
+        windows = np.lib.stride_tricks.sliding_window_view(values, shape, axis=(1, 2))[:, rows, cols].swapaxes(0, 1)
+        masks = np.lib.stride_tricks.sliding_window_view(bad, shape, axis=(1, 2))[:, rows, cols].swapaxes(0, 1)
+        valid = ~patch_tokens(masks, self.grid).any(axis=-1)
+        return np.where(valid[..., None], patch_tokens(windows, self.grid), 0.0).astype(np.float32), valid
+
+    def _covering_block(self, keys: list) -> tuple | None:
+        """(row, col, values, bad) of the block covering every window of `keys`, when it is small enough to read."""
+        if not keys:
+            return None
+        rows, cols = np.asarray([k[0] for k in keys]), np.asarray([k[1] for k in keys])
+        half = self.size // 2
+        r0, c0 = int(rows.min()) - half, int(cols.min()) - half
+        h, w = int(rows.max()) - half + self.size - r0, int(cols.max()) - half + self.size - c0
+        return (r0, c0, *read_block(self._open(), r0, c0, h, w)) if h * w <= BLOCK_PIXELS else None
+
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.bands) * self.grid**2, (self.size // self.grid) ** 2
 
     def __call__(self, key):
-        import rasterio
-        from rasterio.windows import Window
-
-        if self._src is None:
-            self._src = rasterio.open(self.path)
-        row, col = key
-        half = self.size // 2
-        window = Window(int(col) - half, int(row) - half, self.size, self.size)
-        data = self._src.read(window=window, boundless=True, masked=True)
-        values = np.ma.getdata(data).astype(np.float32)
-        bad = np.ma.getmaskarray(data) | ~np.isfinite(values)
-        tokens = patch_tokens(np.where(bad, 0.0, values), self.grid)
-        return tokens, ~patch_tokens(bad.astype(np.float32), self.grid).any(axis=1)
+        values, bad = read_block(self._open(), int(key[0]) - self.size // 2, int(key[1]) - self.size // 2, self.size, self.size)
+        return patch_tokens(values, self.grid), ~patch_tokens(bad, self.grid).any(axis=1)
 
 
 def grid_index(lon, lat, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -115,8 +115,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated or empty file, foreign pickle: the user must know which file
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise UserError(f"{path}: cannot load checkpoint ({type(e).__name__}{': ' + first if first else ''})") from None
+        raise UserError(f"{path}: cannot load checkpoint: {_load_failure(e)}") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: not a miam checkpoint (holds a {type(ckpt).__name__}, not a dict)")
     version = ckpt.get("format", 1)
@@ -126,6 +125,19 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise UserError(f"{path}: checkpoint format {version!r} is newer than this miam reads "
                         f"(up to {CHECKPOINT_FORMAT}); upgrade miam")
     return ckpt
+
+
+def _load_failure(error: Exception) -> str:
+    """torch's reason in whole sentences (its messages run to several lines of advice that does not
+    apply here, such as loading with weights_only=False)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+        return f"not a checkpoint miam wrote: the safe loader (weights_only) refuses its content ({detail})"
+    first = re.split(r"(?<=\.)\s", text.strip().splitlines()[0] if text.strip() else type(error).__name__)[0]
+    if "zip archive" in first or "central directory" in first:
+        return f"the file is truncated or damaged ({first.rstrip('.')}); train again, or use the other checkpoint (best/last)"
+    return f"{type(error).__name__}: {first}"
 
 
 def load_model(run_dir: Path, which: str = "best", map_location="cpu"):

@@ -1,6 +1,6 @@
 """Recipes: YAML files validated with pydantic; every error is listed at once with its key path.
 
-`miam train RECIPE masking.lam=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
+`miam train RECIPE masking.lambda=2 train.epochs=5` applies dotted overrides (values parsed as YAML)
 before validation, so an override is checked exactly like the file.
 """
 
@@ -98,6 +98,10 @@ class TrainSection(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N | mps")
     amp: bool = True
     max_memory_gb: float = Field(4.0, gt=0, le=1 << 20, description="splits larger than this are streamed from the store")
+    loggers: list[Literal["csv", "tensorboard"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="csv: metrics.csv and imbalance.csv (always written); tensorboard: also RUN_DIR/tensorboard/ "
+                    '(pip install "miam[tensorboard]")')
 
 
 class EvalSection(_Section):
@@ -112,17 +116,27 @@ class Recipe(_Section):
     modalities: dict[str, list[str]] | list[str] | None = Field(
         None, description="masking modalities: {group: [store modalities]}, or a list of store modalities; default: all, one each"
     )
+    oracle: list[str] | None = Field(
+        None, description="train an oracle: these masking modalities alone, with uniform masking (`miam train RECIPE --oracle GROUP`)")
     model: ModelSection = Field(default_factory=ModelSection)
     masking: MaskingSection = Field(default_factory=MaskingSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
 
-    @field_validator("modalities")
+    @field_validator("modalities", "oracle")
     @classmethod
-    def _non_empty(cls, v):
+    def _non_empty(cls, v, info):
         if v is not None and len(v) == 0:
-            raise ValueError("modalities must name at least one modality")
+            raise ValueError(f"{info.field_name} must name at least one modality")
         return v
+
+    @model_validator(mode="after")
+    def _oracle_masks_uniformly(self) -> "Recipe":
+        # An oracle is the reference a strategy is measured against on its inputs: the paper trains
+        # it with uniform masking, whatever the recipe's strategy for the multimodal runs.
+        if self.oracle:
+            self.masking.strategy = "uniform"
+        return self
 
     def groups(self, store_modalities: list[str]) -> dict[str, list[str]]:
         """Resolved masking groups; unknown store modalities are a UserError naming the valid ones."""
@@ -137,6 +151,12 @@ class Recipe(_Section):
                 if m not in store_modalities:
                     hint = did_you_mean(m, store_modalities)
                     raise UserError(f"modalities.{g}: the store has no modality {m!r}{hint}; it has {', '.join(store_modalities)}")
+        if self.oracle:
+            unknown = [g for g in self.oracle if g not in groups]
+            if unknown:
+                raise UserError(f"oracle: no masking modality {unknown[0]!r}{did_you_mean(unknown[0], list(groups))}; "
+                                f"the recipe's are {', '.join(groups)}")
+            groups = {g: ms for g, ms in groups.items() if g in self.oracle}
         return groups
 
     def dump(self) -> dict:
@@ -145,7 +165,10 @@ class Recipe(_Section):
 
 # ------------------------------------------------------------------ loading and overrides
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    path = Path(path)
+    """A recipe file, or a packaged recipe by name (`demo`, `recipes/demo.yaml`; see `miam_cli.packaged`)."""
+    from miam_cli.packaged import find_recipe
+
+    path = find_recipe(path).path
     data = read_yaml(path, "recipe") or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping (got {type(data).__name__})")
@@ -154,9 +177,15 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     return validate_recipe(data, source=str(path))
 
 
+def oracle_override(groups: list[str]) -> str:
+    """`--oracle a --oracle b` (or `a,b`, `a+b`) as the override `oracle=[a, b]`."""
+    names = [g for item in groups for g in item.replace("+", ",").split(",") if g.strip()]
+    return "oracle=[" + ", ".join(n.strip() for n in names) + "]"
+
+
 def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
-        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lam=2")
+        raise UserError(f"override {item!r}: expected KEY=VALUE, e.g. masking.lambda=2")
     key, raw = item.split("=", 1)
     parts = [("lam" if p == "lambda" else p) for p in key.strip().split(".")]
     node = data
@@ -212,4 +241,5 @@ def _section_fields(loc: list[str]) -> list[str]:
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.dump(), sort_keys=False)
+    """The resolved recipe with the keys users write (`lambda:`, not the field name `lam`)."""
+    return yaml.safe_dump(recipe.model_dump(by_alias=True, mode="json"), sort_keys=False)

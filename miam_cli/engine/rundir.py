@@ -89,7 +89,8 @@ def run_recipe(run_dir: Path) -> dict:
 
 def default_run_path(recipe: Recipe) -> Path:
     stem = recipe.name or Path(recipe.store).name
-    base = Path("runs") / f"{stem}-{recipe.masking.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    kind = f"oracle-{'+'.join(recipe.oracle)}" if recipe.oracle else recipe.masking.strategy
+    base = Path("runs") / f"{stem}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, k = base, 1
     while path.exists():
         k += 1

@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miam_cli import plotstyle
 from miam_cli.data.batch import load_split
 from miam_cli.engine import dist
 from miam_cli.engine.checkpoint import best_epoch_of, commit_epoch, load_checkpoint, reconcile, save_checkpoint
 from miam_cli.engine.device import resolve_device
+from miam_cli.engine.loggers import Loggers
 from miam_cli.engine.recipe import Recipe
 from miam_cli.engine.rundir import RunDir
 from miam_cli.engine.signals import STOP_SIGNALS, stop_received
@@ -54,6 +56,17 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" — a requeued job continue
 
 class Preempted(Exception):
     """Raised after `last.pt` was written because SLURM (SIGUSR1/SIGTERM) asked us to stop."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = Path(run_dir)
+
+    @property
+    def resume_command(self) -> str:
+        """The run's own resolved recipe (overrides included) continues it exactly."""
+        import shlex
+
+        return f"miam train {shlex.quote(str(self.run_dir / 'recipe.yaml'))} --out {shlex.quote(str(self.run_dir))} --resume"
 
 
 @dataclass
@@ -79,6 +92,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.store = TokenStore(recipe.store)
         self.groups = recipe.groups(self.store.modalities)
+        if recipe.oracle:
+            log(f"oracle of {'+'.join(self.groups)}: trained on {'+'.join(self.groups)} alone, with uniform masking")
         self.layout = TokenLayout.from_specs(self.store.meta.modalities, self.groups)
         self.task = self.store.meta.task.type
         self.metric = primary_metric(self.task)
@@ -108,6 +123,7 @@ class Trainer:
         self.token_group = self.layout.token_group
         self.state = TrainState(p_sum=[0.0] * self.layout.num_groups, alone_sum=[0.0] * self.layout.num_groups)
         self._stop_requested = False
+        self.loggers = Loggers([], run.path, [])  # fit() opens the recipe's
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -187,11 +203,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after_steps: int | None = None) -> dict:
+        # after a resume, the steps logged past the checkpoint by the stopped run are purged
+        self.loggers = Loggers(self.recipe.train.loggers, self.run.path, list(self.layout.group_names),
+                               resume_step=self.state.global_step or None, active=self.env.is_main)
         previous = self._install_signal_handlers()
         try:
             return self._fit(stop_after_steps)
         finally:  # after training a SIGTERM must kill the process again (e.g. a later stage of a pipeline)
             self._restore_signal_handlers(previous)
+            self.loggers.close()
 
     def _fit(self, stop_after_steps: int | None) -> dict:
         cfg = self.recipe.train
@@ -212,7 +232,7 @@ class Trainer:
                 if every and self.state.global_step % every == 0 and i + 1 < self.steps_per_epoch:
                     self._monitor_within_epoch()  # the epoch's last step is followed by _validate anyway
                 if self.progress:
-                    self.progress(self.state.epoch, i + 1, self.steps_per_epoch)
+                    self.progress(self.state.epoch, i + 1, self.steps_per_epoch, cfg.epochs)
                 stop = self._stop_requested or (stop_after_steps is not None and steps_this_run >= stop_after_steps)
                 if dist.any_true(stop, self.env):  # signals reach ranks at different times: stop all after this step
                     self._stop(i + 1)
@@ -225,7 +245,7 @@ class Trainer:
         self.state.loss_sum = dist.mean(self.state.loss_sum, self.env)
         self.save("last")
         dist.barrier(self.env)  # no rank exits (and gets its launcher to kill rank 0) before last.pt exists
-        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; last.pt written")
+        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; {self.run.checkpoints / 'last.pt'} written", self.run.path)
 
     def _epoch_order(self) -> torch.Tensor:
         """The shared sample order of the current epoch (every rank draws the same permutation)."""
@@ -264,7 +284,9 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.state.global_step += 1
-        self.state.loss_sum += float(loss.detach())
+        step_loss = float(loss.detach())
+        self.state.loss_sum += step_loss
+        self.loggers.step(self.state.global_step, step_loss, self.scheduler.get_last_lr()[0])
         self.state.p_sum = [a + float(b) for a, b in zip(self.state.p_sum, mean_mask_rate(p))]
         alone = single_modality_counts(keep_flat, self.token_group, self.layout.num_groups)
         self.state.alone_sum = [a + float(b) for a, b in zip(self.state.alone_sum, alone)]
@@ -287,6 +309,7 @@ class Trainer:
         if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()):
             self._non_finite("the model's weights are not finite")
         s.rows.append(row)
+        self.loggers.epoch(s.global_step, row, self.metric)
         s.epoch, s.step_in_epoch, s.loss_sum, s.order_state = s.epoch + 1, 0, 0.0, None
         s.p_sum, s.alone_sum, s.samples = [0.0] * self.layout.num_groups, [0.0] * self.layout.num_groups, 0
         improved = row[f"val_{self.metric}"] > s.best or not math.isfinite(s.best)
@@ -339,6 +362,7 @@ class Trainer:
         scores, influence = measured
         record = self.monitor.update(scores, influence)
         record["step"] = self.state.global_step
+        self.loggers.imbalance(self.state.global_step, record)
         self.strategy.update(ratios=self.monitor.ratios, scores=torch.tensor(scores, dtype=torch.float32))
         return record
 
@@ -363,8 +387,8 @@ class Trainer:
             self.run.write_metrics(["step", *dict.fromkeys(k for r in updates for k in r if k != "step")], updates, "imbalance.csv")
         try:
             mk = self.recipe.masking
-            title = f"{self.run.path.name}: {mk.strategy} ({mk.monitor} monitor), validation split"
-            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png", title)
+            subtitle = plotstyle.context(self.run.path, mk.strategy, "val", [f"{mk.monitor} monitor"])
+            plot_imbalance(rows, list(self.layout.group_names), self.run.path / "imbalance.png", subtitle)
         except Exception as e:  # a plot must never kill a training run
             self.log(f"warning: imbalance plot not written ({e})")
 
@@ -421,6 +445,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
         if not dist.current().is_main:
             progress, log = None, _quiet
         run = RunDir.for_training(recipe, out, resume)
+        log(f"run dir: {run.path}" + (" (resuming)" if resume else ""))
         trainer = Trainer(recipe, run, progress, log)
         stack.enter_context(deterministic_on_cpu(trainer.device))
         if resume:

@@ -1,12 +1,24 @@
 """Evaluation metrics (numpy only at run time; sklearn is used by the tests as the reference).
 
-Multi-label: macro AUC over the classes that have both outcomes in the split, sample-averaged F1 at
-top-k and recall@k. Multi-class: top-1 / top-5 accuracy. Inputs may be numpy arrays or torch tensors.
+Which metrics a task reports is decided once, here, by `metric_set(task, num_classes)`:
+
+- one class (presence/background, `labels.binary`): AUC, average precision (AUPRC) and the true
+  skill statistic (TSS, at the threshold that maximises it), the species-distribution field's trio.
+  Top-k metrics are left out: with one class every top-k set holds it, so recall@k is always 1.
+- several classes, multi-label: macro AUC over the classes that have both outcomes in the split,
+  sample-averaged F1 at top-k and recall@k with k = C // 4 clipped to 1..25 (GeoLifeCLEF's k = 25
+  from 100 classes on). A fixed k = 25 on 25 classes or fewer predicts every class, which makes
+  recall@k 1 and F1@k the prevalence for every model.
+- multi-class: top-1, and top-5 when there are more than 5 classes (otherwise it is always 1).
+
+Inputs may be numpy arrays or torch tensors.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -124,6 +136,41 @@ def recall_at_k(y_true, scores, k: int = 25) -> float:
     return float((hits / n_true[keep]).mean())
 
 
+def _binary_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Cumulative (true positives, false positives) at each distinct score, highest first; and the
+    numbers of positives and negatives. Tied scores share one threshold, as in sklearn's curves."""
+    y = _np(y_true).reshape(-1) > 0.5
+    s = _np(scores).reshape(-1).astype(np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"y_true {y.shape} and scores {s.shape} must have the same length")
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the end of each tie group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return tp, fp, int(y.sum()), int((~y).sum())
+
+
+def average_precision(y_true, scores) -> float:
+    """Area under the precision-recall curve as a step sum, sum_n (R_n - R_{n-1}) P_n over the
+    distinct thresholds (= sklearn's average_precision_score). NaN without positives."""
+    tp, fp, pos, _ = _binary_curve(y_true, scores)
+    if pos == 0:
+        return math.nan
+    precision = tp / (tp + fp)
+    recall_step = np.diff(np.r_[0, tp]) / pos
+    return float(np.sum(recall_step * precision))
+
+
+def max_tss(y_true, scores) -> float:
+    """The true skill statistic (sensitivity + specificity - 1) at the threshold that maximises it
+    on these scores (maxTSS, as SDM studies report it). NaN without both outcomes."""
+    tp, fp, pos, neg = _binary_curve(y_true, scores)
+    if pos == 0 or neg == 0:
+        return math.nan
+    return float(max(0.0, np.max(tp / pos - fp / neg)))
+
+
 def topk_accuracy(labels, scores, k: int) -> float:
     """Fraction of samples whose true class is among the k highest scores (= sklearn
     top_k_accuracy_score with labels=range(C)). Ties are broken as sklearn does: among equal scores
@@ -146,19 +193,69 @@ def primary_metric(task_type: str) -> str:
     return "auc" if task_type == "multilabel" else "top1"
 
 
-def compute_metrics(task_type: str, targets, scores) -> dict:
-    """All evaluation metrics of one prediction table. `targets`: multi-hot [N, C] (multilabel) or
-    class indices [N] (multiclass); `scores`: [N, C] logits or probabilities (only the order counts)."""
-    _check_task(task_type)
-    if task_type == "multilabel":
+GLC_K = 25  # GeoLifeCLEF's top-k for multi-label species lists
+
+
+@dataclass(frozen=True)
+class MetricSet:
+    """The metrics one task reports: column names (the primary one first) and how to compute them."""
+
+    task: str
+    num_classes: int
+    k: int | None  # the top-k of F1@k / recall@k (multi-label), None when they are left out
+
+    @property
+    def names(self) -> list[str]:
+        if self.task == "multiclass":
+            return ["top1", "top5"] if self.num_classes > 5 else ["top1"]
+        if self.num_classes == 1:
+            return ["auc", "auprc", "tss"]
+        return ["auc", "auc_classes", f"f1_{self.k}", f"recall_{self.k}"]
+
+    @property
+    def primary(self) -> str:
+        return primary_metric(self.task)
+
+    def describe(self) -> str:
+        """One line saying which metrics are reported and why (printed under eval tables)."""
+        if self.task == "multiclass":
+            return "top-1 accuracy" + (", top-5" if self.num_classes > 5 else f" (top-5 left out: {self.num_classes} classes)")
+        if self.num_classes == 1:
+            return "one class: AUC, average precision (AUPRC) and maxTSS; top-k metrics left out (one class is always in the top k)"
+        return f"macro AUC over the classes with both outcomes; F1@{self.k} and recall@{self.k} (k = {self.num_classes} classes // 4, clipped to 1..{GLC_K})"
+
+    def compute(self, targets, scores) -> dict:
+        if self.task == "multiclass":
+            return {f"top{k}": topk_accuracy(targets, scores, k) for k in ((1, 5) if self.num_classes > 5 else (1,))}
+        if self.num_classes == 1:
+            auc, _ = macro_auc(targets, scores)
+            return {"auc": auc, "auprc": average_precision(targets, scores), "tss": max_tss(targets, scores)}
         auc, n_scored = macro_auc(targets, scores)
-        return {
-            "auc": auc,
-            "auc_classes": n_scored,
-            "f1_25": f1_at_k(targets, scores, 25),
-            "recall_25": recall_at_k(targets, scores, 25),
-        }
-    return {"top1": topk_accuracy(targets, scores, 1), "top5": topk_accuracy(targets, scores, 5)}
+        return {"auc": auc, "auc_classes": n_scored, f"f1_{self.k}": f1_at_k(targets, scores, self.k),
+                f"recall_{self.k}": recall_at_k(targets, scores, self.k)}
+
+
+def metric_set(task_type: str, num_classes: int) -> MetricSet:
+    _check_task(task_type)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    k = min(GLC_K, max(1, num_classes // 4)) if task_type == "multilabel" and num_classes > 1 else None
+    return MetricSet(task_type, int(num_classes), k)
+
+
+_METRIC_COLUMN = re.compile(r"^(auc|auc_classes|auprc|tss|f1_\d+|recall_\d+|top\d+)$")
+
+
+def metric_names(columns) -> list[str]:
+    """The metric columns of a table (e.g. eval/subsets.csv), in their order."""
+    return [c for c in columns if _METRIC_COLUMN.match(str(c))]
+
+
+def compute_metrics(task_type: str, targets, scores) -> dict:
+    """All evaluation metrics of one prediction table (the task's `metric_set`). `targets`: multi-hot
+    [N, C] (multilabel) or class indices [N] (multiclass); `scores`: [N, C] logits or probabilities
+    (only the order counts)."""
+    return metric_set(task_type, _np(scores).shape[1]).compute(targets, scores)
 
 
 def mean_loss(task_type: str, targets, logits) -> float:

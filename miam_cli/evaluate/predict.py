@@ -25,19 +25,26 @@ def visible_keep(batch_valid: dict[str, torch.Tensor], visible: dict[str, torch.
 
 
 @torch.no_grad()
-def predict(model, data, visible: dict[str, torch.Tensor] | None = None, batch_size: int = 1024, device="cpu",
-            rows: torch.Tensor | None = None) -> Prediction:
-    """`data` is a split (SplitTensors/StoreBatches); `visible` maps store modality -> bool [T_m]."""
+def iter_logits(model, data, visible: dict[str, torch.Tensor] | None = None, batch_size: int = 1024, device="cpu",
+                rows: torch.Tensor | None = None):
+    """Yield (batch, keep, logits [B, C] float32 on the CPU) for each batch of `data` (anything with `.batches`)."""
     model.eval()
     names = model.layout.names
-    logits, targets, count = [], [], 0
     for batch in data.batches(batch_size, order=rows):
         batch = batch.to(device)
         keep = visible_keep(batch.valid, visible, names)
-        count += sum(int(k.sum()) for k in keep.values())
-        with _autocast(device):
+        with autocast(device):
             out = model({m: batch.values[m] for m in names}, keep)
-        logits.append(out.float().cpu())
+        yield batch, keep, out.float().cpu()
+
+
+def predict(model, data, visible: dict[str, torch.Tensor] | None = None, batch_size: int = 1024, device="cpu",
+            rows: torch.Tensor | None = None) -> Prediction:
+    """`data` is a split (SplitTensors/StoreBatches); `visible` maps store modality -> bool [T_m]."""
+    logits, targets, count = [], [], 0
+    for batch, keep, out in iter_logits(model, data, visible, batch_size, device, rows):
+        count += sum(int(k.sum()) for k in keep.values())
+        logits.append(out)
         targets.append(batch.target.cpu())
     n = sum(len(x) for x in logits)
     return Prediction(torch.cat(logits).numpy(), torch.cat(targets).numpy(), count / max(n, 1))
@@ -52,7 +59,13 @@ def evaluate(model, data, task_type: str, visible=None, batch_size: int = 1024, 
     return {**metrics, "visible_tokens": pred.visible_tokens, "samples": int(len(pred.targets))}
 
 
-def _autocast(device):
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-class probabilities: sigmoid for multi-label (independent presences), softmax for multi-class."""
+    return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
+
+
+def autocast(device):
+    """bfloat16 autocast on a GPU, nothing on the CPU (exact, deterministic): every inference path uses this."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

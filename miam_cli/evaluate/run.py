@@ -7,10 +7,13 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+
 from miam_cli.data.batch import load_split
 from miam_cli.engine.checkpoint import load_model
+from miam_cli.engine.device import resolve_device
 from miam_cli.engine.rundir import run_recipe
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import MetricSet, metric_set
 from miam_cli.files import read_json
 from miam_cli.store.reader import TokenStore
 
@@ -36,6 +39,10 @@ class LoadedRun:
         return self.checkpoint["task"]
 
     @property
+    def metrics(self) -> MetricSet:
+        return metric_set(self.task, self.store.meta.task.num_classes)
+
+    @property
     def strategy(self) -> str:
         return self.checkpoint["recipe"]["masking"]["strategy"]
 
@@ -50,6 +57,7 @@ class LoadedRun:
 
 def open_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
     run_dir = Path(run_dir)
+    device = str(resolve_device(device))  # a device this machine lacks: exit 2, not a torch error
     if not (run_dir / "checkpoints" / f"{which}.pt").exists():
         raise UserError(f"{run_dir}: no checkpoints/{which}.pt (is the training finished? try --checkpoint last)")
     model, ckpt = load_model(run_dir, which, map_location=device)

@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from miam_cli.errors import UserError
+from miam_cli.evaluate.metrics import metric_names
 from miam_cli.evaluate.predict import evaluate, group_visibility
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
+from miam_cli.plotstyle import SEQUENTIAL, context, format_values, metric_label, new_figure, save_figure, set_titles, styled, text_colour
 from miam_cli.store.atomic import atomic_write, atomic_write_json
+from miam_cli.store.writer import complete_shard_files
 
 
 @dataclass
@@ -73,11 +77,12 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
         if progress:
             progress(k + 1, len(specs))
     # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
-    return pd.DataFrame(rows, columns=table_columns(run.task))
+    table = pd.DataFrame(rows, columns=table_columns(run.metrics.names))
+    table.attrs["metrics"] = run.metrics.describe()
+    return table
 
 
-def table_columns(task: str) -> list[str]:
-    metrics = ["auc", "auc_classes", "f1_25", "recall_25"] if task == "multilabel" else ["top1", "top5"]
+def table_columns(metrics: list[str]) -> list[str]:
     return ["subset", "kind", "modalities", *metrics, "visible_tokens", "samples", "split", "checkpoint"]
 
 
@@ -94,13 +99,13 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda p: table.to_csv(p, index=False))
 
 
-def write_results(run_dir: Path, table: pd.DataFrame) -> Path:
-    """subsets.csv + subsets.json (+ a heat map); returns the CSV path.
+def write_results(run: LoadedRun, table: pd.DataFrame, split: str, plot_format: str = "png") -> Path:
+    """subsets.csv + subsets.json (+ a heat map of this split's rows); returns the CSV path.
 
     Rows already in subsets.csv for other subsets, splits or checkpoints are kept (new rows first):
     evaluating one more selector must not throw away the 2^M - 1 table that attribution reuses.
     """
-    out = eval_dir(run_dir)
+    out = eval_dir(run.path)
     csv_path = out / "subsets.csv"
     if csv_path.exists() and len(table):
         old = pd.read_csv(csv_path)
@@ -111,64 +116,76 @@ def write_results(run_dir: Path, table: pd.DataFrame) -> Path:
             table = pd.concat([table, kept], ignore_index=True) if len(kept) else table
     write_table(table, csv_path)
     atomic_write_json(out / "subsets.json", {"rows": table.replace({np.nan: None}).to_dict("records")})
-    plot_subsets(table, out / "subsets.png")
+    shown = table[(table["split"] == split) & (table["checkpoint"] == run.which)]
+    if len(shown):
+        save_figure(plot_subsets(shown, context(run.path, run.strategy, split, [f"{run.which}.pt"])), out / "subsets", plot_format)
     return csv_path
 
 
 def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
-    files = sorted((eval_dir(run_dir) / "shards").glob(f"subsets-{split}-*-of-*.csv"))
-    if not files:
-        raise UserError(f"{eval_dir(run_dir) / 'shards'}: no shard files for split {split!r}; run eval-subsets --shard I/N first")
-    counts = {f.name.rsplit("-of-", 1)[1] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {files[0].parent}: remove the stale ones")
-    expected = int(counts.pop().split(".")[0])
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {files[0].parent}; run the missing shards first")
+    files = complete_shard_files(eval_dir(run_dir) / "shards", f"subsets-{split}-*-of-*.csv", "eval-subsets")
     tables = [pd.read_csv(f) for f in files]
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # empty shards add nothing
     rank = {label: i for i, label in enumerate(order)}
     return table.sort_values("subset", key=lambda s: s.map(lambda x: rank.get(x, len(rank)))).reset_index(drop=True)
 
 
-def plot_subsets(table: pd.DataFrame, path: Path) -> None:
-    """A heat map: subsets (rows) x metrics (columns), coloured by value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = [c for c in ("auc", "f1_25", "recall_25", "top1", "top5") if c in table.columns]
-    values = table[metrics].to_numpy(dtype=float)
-    label_inches = 0.075 * max(len(str(s)) for s in table["subset"])  # TaxaBench's 5-modality labels run to 44 characters
-    fig, ax = plt.subplots(figsize=(2.2 + 1.2 * len(metrics) + label_inches, 0.8 + 0.35 * len(table)), layout="constrained")
-    im = ax.imshow(values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_yticks(range(len(table)), table["subset"])
-    for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w" if v < np.nanmean(values) else "k", fontsize=8)
-    fig.colorbar(im, ax=ax)
-    ax.set_title("metric by input subset")
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The metrics in a table with a value (counts such as `auc_classes` aside), in the table's order."""
+    return [c for c in metric_names(table.columns) if not c.endswith("_classes") and table[c].notna().any()]
 
 
-def run_eval_subsets(run_dir: Path, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
+@styled
+def plot_subsets(table: pd.DataFrame, subtitle: str = ""):
+    """A heat map: inputs (rows) x metrics (columns), each metric on its own colour scale with a
+    labelled colour bar (AUC and recall@25 live on different ranges: one scale would flatten one)."""
+    metrics = metric_columns(table)
+    labels = [str(s) for s in table["subset"]]
+    label_inches = 0.07 * max(len(s) for s in labels)  # TaxaBench's 5-modality labels run to 44 characters
+    fig = new_figure(1.0 + label_inches + 1.25 * len(metrics), 1.6 + 0.3 * len(table))
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        values = table[metric].to_numpy(dtype=float)[:, None]
+        finite = values[np.isfinite(values)]
+        image = ax.imshow(values, aspect="auto", cmap=SEQUENTIAL, vmin=finite.min() if finite.size else 0,
+                          vmax=finite.max() if finite.size else 1)
+        texts = format_values(values.ravel())
+        for i, v in enumerate(values.ravel()):
+            colour = text_colour(image.cmap(image.norm(v))) if np.isfinite(v) else "black"
+            ax.text(0, i, texts[i], ha="center", va="center", fontsize=8, color=colour)
+        ax.set_xticks([])
+        ax.tick_params(left=False)
+        ax.set_title(metric_label(metric))
+        bar = fig.colorbar(image, ax=ax, location="bottom", aspect=12, pad=0.02)
+        bar.set_label(metric_label(metric))
+        bar.ax.tick_params(labelsize=7)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(3))
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0].set_yticks(range(len(labels)), labels)
+    axes[0].set_ylabel("visible input (subset or selector)")
+    set_titles(fig, "Metrics with only part of the input visible", subtitle)
+    return fig
+
+
+def run_eval_subsets(run_dir: Path | LoadedRun, split: str = "test", checkpoint: str = "best", subsets: list[str] | None = None,
                      shard: tuple[int, int] | None = None, merge: bool = False, batch_size: int = 1024, device="cpu",
-                     progress=None) -> tuple[pd.DataFrame, Path]:
-    """The library function behind the command; returns the table and the file written."""
-    run = open_run(run_dir, checkpoint, device)
+                     progress=None, plot_format: str = "png") -> tuple[pd.DataFrame, Path]:
+    """The library function behind the command (a run dir, or a run already opened); returns the table and the file written."""
+    run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, checkpoint, device)
+    run_dir = run.path
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])
-        return table, write_results(run_dir, table)
+        table.attrs["metrics"] = run.metrics.describe()
+        return table, write_results(run, table, split, plot_format)
     if shard is not None and shard[1] > 1:
         table = eval_subsets(run, shard_slice(specs, shard), split, batch_size, device, progress)
         path = shard_file(run_dir, split, shard)
         write_table(table, path)
         return table, path
     table = eval_subsets(run, specs, split, batch_size, device, progress)
-    return table, write_results(run_dir, table)
+    return table, write_results(run, table, split, plot_format)
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:

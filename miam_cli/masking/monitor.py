@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miam_cli import plotstyle
 from miam_cli.evaluate.uncertainty import paired_standard_error, standard_error
 from miam_cli.masking.strategies import SCORE_FLOOR
 
@@ -265,24 +266,31 @@ class ImbalanceMonitor:
         self.records = [dict(r) for r in state["records"]]
 
 
-def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: str | Path, title: str | None = None) -> Path:
+def _sparse_log_label(v: float, _pos=None) -> str:
+    """Minor ticks of a log axis labelled at 2, 3 and 5 per decade only (0.9 beside 1 would collide)."""
+    if v <= 0:
+        return ""
+    lead = v / 10 ** math.floor(math.log10(v))
+    return f"{v:g}" if round(lead, 6) in (2.0, 3.0, 5.0) else ""
+
+
+@plotstyle.styled
+def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: str | Path, subtitle: str = "",
+                   plot_format: str = "png") -> Path:
     """Four stacked panels over evaluations, one colour per modality:
 
     1. s_m, the validation score with only m visible, with its 95% band (± 1.96 se_m) where recorded;
-    2. the learning speed d_m, and (noise-aware monitor) the noise it had to beat, z·σΔ_m, dashed;
+    2. the learning speed d_m, and (noise-aware monitor) the noise it had to beat, σΔ_m, dashed;
     3. r_m on a log scale (1 = balanced);
     4. the mean masking rate p_m, and dotted, the share of training samples that saw m alone.
 
-    The x axis is the records' `epoch` key where present, else 1, 2, …. Uses the Agg canvas directly
-    (no pyplot), so it works headless and does not change matplotlib's global backend.
+    The x axis is the records' `epoch` key where present, else 1, 2, …. `subtitle`: which run,
+    strategy and split (`plotstyle.context`). Written with the house style (`plotstyle`).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    out_png = Path(out_png)
     x = np.array([r.get("epoch", i + 1) for i, r in enumerate(records)], dtype=float)
-    fig = Figure(figsize=(7.5, 10), constrained_layout=True)
-    FigureCanvasAgg(fig)
+    fig = plotstyle.new_figure(7.5, 10)
     axes = fig.subplots(4, 1, sharex=True)
     colours = [f"C{i % 10}" for i in range(len(modality_names))]
 
@@ -290,7 +298,7 @@ def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: 
         return np.array([float(r.get(f"{key}_{name}", math.nan)) for r in records])
 
     ylabels = ("validation score s_m\n(only m visible)", "learning speed d_m\n(skill per evaluation)",
-               "imbalance ratio r_m\n(log scale; >1: masked more)", "share of samples")
+               "imbalance ratio r_m\n(log scale; >1: masked more)", "share of training samples")
     drawn = [False] * 4
     for name, colour in zip(modality_names, colours):
         s, se = series("s", name), series("se", name)
@@ -317,16 +325,12 @@ def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: 
             axes[3].plot(x, alone, linestyle=":", marker="x", color=colour, label=f"{name}: seen alone")
             drawn[3] = True
     if drawn[2]:
-        from matplotlib.ticker import FuncFormatter
-
         axes[2].set_yscale("log")
         axes[2].axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, 1, 6 rather than 3×10⁻¹
-        axes[2].yaxis.set_major_formatter(plain)
-        axes[2].yaxis.set_minor_formatter(plain)
+        axes[2].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.3, 1, 6 rather than 3×10⁻¹
+        axes[2].yaxis.set_minor_formatter(FuncFormatter(_sparse_log_label))
     for ax, label, ok in zip(axes, ylabels, drawn):
         ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
         if not ok:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
     axes[0].legend(loc="best", fontsize="small", title="band: 95% interval", title_fontsize="small")
@@ -337,10 +341,6 @@ def plot_imbalance(records: list[dict], modality_names: Sequence[str], out_png: 
         axes[3].legend(loc="best", fontsize="x-small", ncol=2)
     axes[-1].set_xlabel("epoch")
     if len(x) and np.all(np.isfinite(x)) and np.allclose(x, np.round(x)):
-        from matplotlib.ticker import MaxNLocator
-
-        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(title or "imbalance monitor")
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=200)
-    return out_png
+        plotstyle.integer_axis(axes[-1].xaxis)
+    plotstyle.set_titles(fig, "MIAM's imbalance monitor", subtitle)
+    return plotstyle.save_figure(fig, out_png, plot_format)

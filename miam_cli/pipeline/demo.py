@@ -1,7 +1,8 @@
 """`miam demo`: the whole pipeline on synthetic data, each step a library call, each output kept.
 
 synth -> prepare -> train (MIAM and uniform) -> eval-subsets (+ partial-input selectors) -> compare
--> attribute (modalities, bands, years, patches) -> report.md + report.html.
+-> attribute (modalities, bands, years, patches) -> maps (a synthetic landscape: species map and
+Sentinel-2 contribution map, GeoTIFF + PNG) -> report.md + report.html.
 Re-running skips the steps whose outputs exist, so an interrupted demo continues.
 """
 
@@ -27,11 +28,14 @@ class DemoOptions:
     strategies: tuple[str, ...] = ("miam", "uniform")
     seed: int = 0
     budget: int = 500  # coalition evaluations per sampled attribution report
+    plot_format: str = "png"  # of the subset and attribution figures (the report embeds png and svg)
     overrides: list[str] = field(default_factory=list)
+    maps: bool = True  # the landscape: prepare custom, train, `map` with and without contributions
+    landscape_points: int = 2000
 
 
-def demo_recipe_path() -> Path:
-    return Path(str(resources.files("miam_cli") / "recipes" / "demo.yaml"))
+def demo_recipe_path(name: str = "demo") -> Path:
+    return Path(str(resources.files("miam_cli") / "recipes" / f"{name}.yaml"))
 
 
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> dict:
@@ -51,12 +55,13 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=Non
     run_dirs = {s: step(f"train {s}", lambda s=s: _train(store, runs / s, s, opts, log, progress)) for s in opts.strategies}
     selectors = partial_selectors(truth)
     for s, run in run_dirs.items():
-        step(f"eval-subsets {s}", lambda run=run: _eval(run, selectors))
+        step(f"eval-subsets {s}", lambda run=run: _eval(run, selectors, opts.plot_format))
     compare_md = step("compare", lambda: _compare(list(run_dirs.values()), out / "compare"))
-    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], opts.budget, log))
+    reports = step("attribute", lambda: _attribute(run_dirs[opts.strategies[0]], opts.budget, opts.plot_format, log))
+    maps = step("maps", lambda: _maps(out, opts, log, progress)) if opts.maps else []
     from miam_cli.pipeline.report import write_report
 
-    paths = write_report(out, run_dirs, compare_md, reports, truth, timings)
+    paths = write_report(out, run_dirs, compare_md, reports, truth, timings, maps)
     return {"out": str(out), "report_md": str(paths[0]), "report_html": str(paths[1]), "runs": {k: str(v) for k, v in run_dirs.items()},
             "timings": timings}
 
@@ -105,10 +110,10 @@ def _train(store: Path, run: Path, strategy: str, opts: DemoOptions, log, progre
     return train(recipe, run, resume=resume, log=log, progress=progress)
 
 
-def _eval(run: Path, selectors: list[str]) -> None:
+def _eval(run: Path, selectors: list[str], plot_format: str) -> None:
     from miam_cli.evaluate.subsets import run_eval_subsets
 
-    run_eval_subsets(run, "test", "best", selectors)
+    run_eval_subsets(run, "test", "best", selectors, plot_format=plot_format)
 
 
 def _compare(runs: list[Path], out: Path) -> str:
@@ -118,15 +123,48 @@ def _compare(runs: list[Path], out: Path) -> str:
     return md.read_text()
 
 
-def _attribute(run: Path, budget: int, log) -> list[dict]:
+def _attribute(run: Path, budget: int, plot_format: str, log) -> list[dict]:
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
     # Bands, patches and years of one modality with the others masked (context none): the planted truths
     # are about what each modality carries, and beside the dominant tabular data Sentinel-2's values
     # shrink to ~1e-4 AUC, where noise sets the ranks (docs/results.md). ~500 coalition evaluations per
     # sampled report keep the demo to minutes; every report states its standard errors.
-    requests = [AttributionRequest(),
-                AttributionRequest(modality="sentinel2", by="band", context="none"),
-                AttributionRequest(modality="sentinel2", by="patch", context="none", budget=budget),
-                AttributionRequest(modality="landsat", by="year", context="none", budget=budget)]
+    requests = [AttributionRequest(plot_format=plot_format),
+                AttributionRequest(modality="sentinel2", by="band", context="none", plot_format=plot_format),
+                AttributionRequest(modality="sentinel2", by="patch", context="none", budget=budget, plot_format=plot_format),
+                AttributionRequest(modality="landsat", by="year", context="none", budget=budget, plot_format=plot_format)]
     return [run_attribution(run, r, log=log) for r in requests]
+
+
+def _maps(out: Path, opts: DemoOptions, log, progress) -> list[dict]:
+    """The landscape (rasters + a Sentinel-2 mosaic) -> store -> MIAM run -> species map and Sentinel-2 contribution map."""
+    from miam_cli import api
+    from miam_cli.data.custom import load_spec, plan_custom
+    from miam_cli.data.prepare import run_prepare
+    from miam_cli.engine.train import train
+    from miam_cli.maps.quicklook import quicklook
+    from miam_cli.synth.landscape import synth_landscape
+
+    land, store, run, maps = out / "data" / "landscape", out / "stores" / "landscape", out / "runs" / "landscape", out / "maps"
+    if not (land / "truth.json").exists():
+        synth_landscape(land, points=min(opts.surveys, opts.landscape_points), seed=opts.seed)
+    truth = json.loads((land / "truth.json").read_text())
+    if not (store / "store.json").exists():
+        plan, decoder = plan_custom(load_spec(land / "spec.yaml"), land / "spec.yaml")
+        run_prepare(plan, decoder, store)
+    if not (run / "checkpoints" / "best.pt").exists():
+        overrides = [f"store={store}", f"train.seed={opts.seed}"] + ([f"train.epochs={opts.epochs}"] if opts.epochs else [])
+        train(load_recipe(demo_recipe_path("landscape"), overrides), run, resume=(run / "checkpoints" / "last.pt").exists(),
+              log=log, progress=progress)
+    species = truth["ndvi_species"]
+    made = []
+    for name, contributions, bands, title in (
+            ("landscape", False, [f"p({species[0]})", "richness", "coverage"], "species map: probability, richness, coverage"),
+            ("landscape-shapley", True, [f"p({species[0]})", "shapley(sentinel2)", "shapley(env)"],
+             f"where Sentinel-2 matters for species {species[0]} (exact Shapley per pixel)")):
+        tif = maps / f"{name}.tif"
+        if not tif.exists():
+            api.predict_map(run, land / "map.yaml", out=tif, species=[species[0]], contributions=contributions, log=log)
+        made.append({"title": title, "tif": tif, "png": quicklook(tif, maps / f"{name}.png", bands, title)})
+    return made

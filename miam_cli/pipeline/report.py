@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +13,9 @@ from miam_cli.store.atomic import atomic_write_text
 
 
 def write_report(out: Path, runs: dict[str, Path], compare_md: str, attributions: list[dict], truth: dict,
-                 timings: dict[str, float]) -> tuple[Path, Path]:
+                 timings: dict[str, float], maps: list[dict] | None = None) -> tuple[Path, Path]:
     out = Path(out)
-    md = _markdown(out, runs, compare_md, attributions, truth, timings)
+    md = _markdown(out, runs, compare_md, attributions, truth, timings) + _maps_markdown(out, maps or [])
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", _html(md, out))
     return out / "report.md", out / "report.html"
@@ -38,8 +37,8 @@ def _markdown(out: Path, runs, compare_md, attributions, truth, timings) -> str:
         lines.append("")
     lines += ["## Attribution (Shapley values, " + Path(runs[next(iter(runs))]).name + " run)", ""]
     for rep in attributions:
-        rel = (Path(rep["dir"]) / f"{rep['stem']}.png").relative_to(out)
-        lines.append(markdown_summary(rep["result"], rep["stem"], str(rel)))
+        rel = (Path(rep["dir"]) / rep["figure"]).relative_to(out)
+        lines.append(markdown_summary(rep["result"], rep["title"], str(rel)))
         if rep["meta"].get("reused_eval_subsets"):
             lines += ["Subset values reused from `eval/subsets.csv`; only v(none) was evaluated.", ""]
         if rep["meta"].get("warning"):
@@ -48,47 +47,62 @@ def _markdown(out: Path, runs, compare_md, attributions, truth, timings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _maps_markdown(out: Path, maps: list[dict]) -> str:
+    if not maps:
+        return ""
+    lines = ["", "## Maps (synthetic landscape, `miam map`)", "",
+             "A second dataset (`data/landscape`): climate rasters and a Sentinel-2 mosaic that stops at 4.4° E; two species "
+             "follow a vegetation field seen only through Sentinel-2's NDVI. Each pixel is predicted from the modalities valid "
+             "there (coverage); the contribution map gives each modality's exact Shapley value per pixel.", ""]
+    for m in maps:
+        lines += [f"![{m['title']}]({Path(m['png']).relative_to(out)})", "", f"GeoTIFF: `{Path(m['tif']).relative_to(out)}`", ""]
+    return "\n".join(lines)
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; line-height: 1.45; color: #222;
+       max-width: 64em; margin: 2em auto; padding: 0 1.2em; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f4f4f4; }
+img { max-width: 100%; height: auto; }
+blockquote { color: #8a4b00; border-left: 3px solid #e0a040; margin: 1em 0; padding: .1em 1em; }
+code { background: #f4f4f4; padding: 0 .2em; border-radius: 3px; }
+"""
+EMBEDDED = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
 def _html(md: str, base: Path) -> str:
-    """A small Markdown subset (headings, tables, images, paragraphs) to HTML, images inlined as base64."""
-    body, table = [], []
+    """report.md rendered by markdown-it-py (CommonMark + tables), figures embedded so the file stands
+    alone; tables sit in a box that scrolls sideways, so a wide compare table never widens the page."""
+    from markdown_it import MarkdownIt
 
-    def flush_table():
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|[\s\-|]+\|", r)]
-            cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-            rest = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if m := re.match(r"(#+) (.*)", line):
-            level = len(m.group(1))
-            body.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
-        elif m := re.match(r"!\[(.*)\]\((.*)\)", line):
-            body.append(_image(base / m.group(2), m.group(1)))
-        elif line.startswith("> "):
-            body.append(f"<blockquote>{_inline(line[2:])}</blockquote>")
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-    flush_table()
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}img{max-width:100%}blockquote{color:#a50}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>miam demo report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    parser = MarkdownIt("commonmark").enable("table")
+    tokens = parser.parse(md)
+    for token in tokens:
+        for child in token.children or []:
+            if child.type == "image":
+                _embed(child, base)
+    parser.renderer.rules["table_open"] = lambda *_: '<div class="table-wrap"><table>\n'
+    parser.renderer.rules["table_close"] = lambda *_: "</table></div>\n"
+    body = parser.renderer.render(tokens, parser.options, {})
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>miam demo report</title><style>{STYLE}</style></head><body>\n{body}</body></html>\n")
 
 
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-def _image(path: Path, alt: str) -> str:
+def _embed(image, base: Path) -> None:
+    """A figure becomes a data: URL (PNG, SVG), or a link when a browser cannot show it inline (PDF)."""
+    path = base / image.attrGet("src")
+    kind = EMBEDDED.get(path.suffix.lower())
     if not path.exists():
-        return f"<p>(missing plot {html.escape(str(path))})</p>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'></p>"
+        image.type, image.content = "html_inline", f"<em>(missing figure {html.escape(str(path))})</em>"
+        return
+    if kind is None:
+        rel = html.escape(str(path.relative_to(base)))
+        image.type, image.content = "html_inline", f"<a href='{rel}'>figure: {rel}</a>"
+        return
+    image.attrSet("src", f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from miam_cli.store.integrity import CHECKSUMMED_SINCE, check_structure
+from miam_cli.store.labels import split_label_counts
 from miam_cli.store.reader import TokenStore
 
 
@@ -36,6 +37,8 @@ def store_summary(path: Path) -> dict:
         "samples": meta.num_samples,
         "splits": meta.splits,
         "split": meta.split,
+        # from samples.parquet, so stores prepared before prepare-report.json had them show them too
+        "labels": split_label_counts(store.samples["labels"], store.samples["split"], meta.task.num_classes),
         "modalities": modalities,
         "faults": report.get("counts", {}),
         "dropped": report.get("dropped", {}),

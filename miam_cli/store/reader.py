@@ -6,6 +6,7 @@ store must not share the parent's zarr/threads (they can deadlock), so the handl
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from functools import cached_property
@@ -17,7 +18,7 @@ import zarr
 
 from miam_cli.errors import UserError
 from miam_cli.store.integrity import check_structure, first_bad_chunk
-from miam_cli.store.schema import FORMAT_VERSION, READABLE_VERSIONS, StoreMeta
+from miam_cli.store.schema import FORMAT_VERSION, PREDICT_SPLIT, READABLE_VERSIONS, StoreMeta
 
 
 class TokenStore:
@@ -70,7 +71,29 @@ class TokenStore:
     def modalities(self) -> list[str]:
         return list(self.meta.modalities)
 
+    def find_class(self, text: str) -> int | None:
+        """The class index named by `text`: a class index, an original id (e.g. a speciesId) or a name."""
+        classes = self.classes
+        for column in ("class_index", "original_id", "name"):
+            match = classes.index[classes[column].astype(str) == str(text).strip()]
+            if len(match):
+                return int(classes.loc[match[0], "class_index"])
+        return None
+
+    def with_statistics_of(self, reference: StoreMeta) -> "TokenStore":
+        """This store read with `reference`'s normalisation of the modalities both have (a model's training
+        store): a store prepared without `--like` then still gives the model the tokens it was trained on."""
+        other = copy.copy(self)
+        other.meta = self.meta.model_copy(deep=True)
+        for m, spec in other.meta.modalities.items():
+            if m in reference.modalities:
+                spec.normalization = reference.modalities[m].normalization
+        return other
+
     def split_indices(self, split: str) -> np.ndarray:
+        if split == PREDICT_SPLIT and split not in self.meta.splits:
+            raise UserError(f"{self.path} has no {PREDICT_SPLIT} split (prepare kept no unlabelled samples); "
+                            f"choose one of {', '.join(self.meta.splits)} with --split")
         if split not in self.meta.splits:
             raise UserError(f"unknown split {split!r}; this store has {', '.join(self.meta.splits)}")
         return np.flatnonzero(self.samples["split"].to_numpy() == split).astype(np.int64)
@@ -123,11 +146,11 @@ class TokenStore:
         return (values - mean) / std
 
     def targets(self, indices: np.ndarray) -> np.ndarray:
-        """Multi-hot float32 [n, C] (multilabel) or class index int64 [n] (multiclass)."""
+        """Multi-hot float32 [n, C] (multilabel) or class index int64 [n] (multiclass; -1 for an unlabelled sample)."""
         labels = self.samples["labels"].to_numpy()[np.asarray(indices, dtype=np.int64)]
         C = self.meta.task.num_classes
         if self.meta.task.type == "multiclass":
-            return np.array([int(lab[0]) for lab in labels], dtype=np.int64)
+            return np.array([int(lab[0]) if len(lab) else -1 for lab in labels], dtype=np.int64)
         out = np.zeros((len(labels), C), dtype=np.float32)
         for i, lab in enumerate(labels):
             out[i, np.asarray(lab, dtype=np.int64)] = 1.0

@@ -17,6 +17,8 @@ READABLE_VERSIONS = (1, 2)
 
 ModalityKind = Literal["tabular", "image", "timeseries", "audio", "embedding", "location"]
 TaskType = Literal["multilabel", "multiclass"]
+LABELLED_SPLITS = ("train", "val", "test")
+PREDICT_SPLIT = "predict"  # unlabelled samples kept for `miam predict` (GLC test surveys, points without labels)
 
 
 class Normalization(BaseModel):

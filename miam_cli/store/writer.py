@@ -36,7 +36,8 @@ from miam_cli.errors import UserError
 from miam_cli.files import writable_folder
 from miam_cli.store.atomic import atomic_write, atomic_write_json
 from miam_cli.store.integrity import DIGESTED_FILES, file_digest
-from miam_cli.store.schema import FORMAT_VERSION, ModalitySpec, Normalization, StoreMeta, TaskSpec
+from miam_cli.store.labels import split_label_counts
+from miam_cli.store.schema import FORMAT_VERSION, LABELLED_SPLITS, PREDICT_SPLIT, ModalitySpec, Normalization, StoreMeta, TaskSpec
 
 PROGRESS_DIR = "_progress"
 
@@ -61,6 +62,9 @@ class StorePlan:
     split_info: dict = field(default_factory=dict)
     dropped: dict = field(default_factory=dict)  # reason -> count of raw records left out
     normalization_scope: dict[str, str] = field(default_factory=dict)  # modality -> token|feature|none
+    warnings: list[str] = field(default_factory=list)  # said to the user before preparing (e.g. a likely wrong label kind)
+    # fixed statistics (`prepare ... --like STORE`): the tokens then mean what they meant in that store
+    normalization: dict[str, Normalization] | None = None
 
     def fingerprint(self) -> str:
         """Identifies the plan, so that a resume into a store prepared differently is refused."""
@@ -82,6 +86,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise UserError(f"--shard {text!r}: need 0 <= I < N (shards are numbered from 0)")
     return i, n
+
+
+def complete_shard_files(folder: Path, pattern: str, command: str) -> list[Path]:
+    """Every shard file (`...-III-of-NNN.ext`) matching `pattern` in `folder`, sorted; refused (exit 2) when there
+    is none, when they come from different shard counts, or when some shard has not written its file."""
+    files = sorted(Path(folder).glob(pattern))
+    if not files:
+        raise UserError(f"{folder}: no shard files ({pattern}); run {command} --shard I/N first")
+    counts = {f.name.rsplit("-of-", 1)[1].split(".")[0] for f in files}
+    if len(counts) != 1:
+        raise UserError(f"shard files of different shard counts in {folder} ({pattern}): remove the stale ones")
+    expected = int(counts.pop())
+    if len(files) != expected:
+        raise UserError(f"{len(files)} of {expected} shard files present in {folder} ({pattern}); run the missing shards first")
+    return files
 
 
 class StoreWriter:
@@ -235,10 +254,13 @@ class StoreWriter:
         for m, spec in self.plan.modalities.items():
             has = np.asarray(root[m]["valid"][:]).any(axis=1)
             samples[f"has_{m}"] = has
-            scope = self.plan.normalization_scope.get(m, "token")
-            norm = _normalization(root[m], train_rows, scope, self.chunk_size)
+            if self.plan.normalization is not None:
+                norm = self.plan.normalization[m]
+            else:
+                norm = _normalization(root[m], train_rows, self.plan.normalization_scope.get(m, "token"), self.chunk_size)
             modalities[m] = spec.model_copy(update={"normalization": norm})
         report = _report(faults, samples, list(modalities), self.plan.dropped)
+        report["labels"] = split_label_counts(samples["labels"], samples["split"], self.plan.task.num_classes)
         atomic_write_json(self.path / "prepare-report.json", report)
         atomic_write(self.path / "samples.parquet", lambda p: write_parquet(samples, p))
         meta = StoreMeta(
@@ -248,7 +270,7 @@ class StoreWriter:
             provenance={**self.plan.provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "miam_version": __version__},
             task=self.plan.task,
             num_samples=self.n,
-            splits={s: int((samples["split"] == s).sum()) for s in ("train", "val", "test")},
+            splits=split_counts(samples["split"]),
             split=self.plan.split_info,
             modalities=modalities,
         )
@@ -261,9 +283,24 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     df.to_parquet(path, index=False, write_page_checksum=True)
 
 
+def split_counts(split: pd.Series) -> dict[str, int]:
+    """Samples per split; `predict` only when the store has unlabelled samples (older stores read the same)."""
+    counts = {s: int((split == s).sum()) for s in LABELLED_SPLITS}
+    unlabelled = int((split == PREDICT_SPLIT).sum())
+    return {**counts, PREDICT_SPLIT: unlabelled} if unlabelled else counts
+
+
+def finite_tokens(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values with invalid tokens zeroed, valid without tokens holding NaN/inf, those bad tokens [n, T])."""
+    bad = ~np.isfinite(values).all(axis=-1) & valid
+    valid = valid & ~bad
+    values = np.where(valid[..., None], np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    return values, valid, bad
+
+
 def _drop_nonfinite(values, valid, modality, samples, rows):
     """A token with NaN/inf is invalid (the model never sees it); each affected sample is a fault."""
-    bad = ~np.isfinite(values).all(axis=-1) & valid
+    values, valid, bad = finite_tokens(values, valid)
     faults = []
     for r in np.flatnonzero(bad.any(axis=1)):
         faults.append({
@@ -271,8 +308,6 @@ def _drop_nonfinite(values, valid, modality, samples, rows):
             "sample": str(samples["sample_id"].iloc[rows.start + r]),
             "detail": f"{int(bad[r].sum())} token(s) with NaN/inf marked missing",
         })
-    valid = valid & ~bad
-    values = np.where(valid[..., None], np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     return values, valid, faults
 
 
@@ -308,4 +343,5 @@ def _report(faults: list[dict], samples: pd.DataFrame, modalities: list[str], dr
         "missing_rate": {m: float(1 - samples[f"has_{m}"].mean()) if len(samples) else 0.0 for m in modalities},
         "dropped": dropped,
         "samples": len(samples),
+        "splits": split_counts(samples["split"]),
     }

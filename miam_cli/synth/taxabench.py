@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +50,7 @@ import torch
 from PIL import Image
 
 from miam_cli.errors import UserError
+from miam_cli.synth.output import claim_output_dir
 
 GENERATOR_NAME = "miam synth taxabench"
 DEFAULT_OBSERVATIONS = 600
@@ -286,19 +286,7 @@ def _write_csv(raw: Path, obs: dict, species: list[dict], seed: int) -> None:
 
 def _prepare_dir(raw: Path) -> None:
     """An empty/new folder, or one holding an earlier output of this generator (replaced, nothing else touched)."""
-    if raw.exists() and not raw.is_dir():
-        raise UserError(f"{raw} exists and is not a folder")
-    if raw.is_dir() and any(raw.iterdir()):
-        truth = raw / "truth.json"
-        try:
-            ours = truth.is_file() and json.loads(truth.read_text()).get("generator") == GENERATOR_NAME
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            raise UserError(f"{raw} is not empty and holds no earlier `{GENERATOR_NAME}` output; choose an empty or new folder")
-        for name in OUTPUTS:
-            p = raw / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    claim_output_dir(raw, GENERATOR_NAME, OUTPUTS)
     for sub in ("taxabench_images", "taxabench_sound", "sat_images/sentinel"):
         (raw / sub).mkdir(parents=True, exist_ok=True)
 

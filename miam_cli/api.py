@@ -1,0 +1,122 @@
+"""The Python API: what the `miam` commands do, as functions that return typed results.
+
+    from miam_cli import api
+
+    run = api.load_run("runs/demo-miam")                      # model, store, masking modalities
+    preds = api.predict(run, split="test", top_k=5)          # PredictResult; .table is a DataFrame
+    subsets = api.evaluate_subsets(run, subsets=["unimodal"])  # SubsetTable; .table, .path
+    report = api.attribute(run)                               # AttributionReport; .table, .efficiency
+    grid = api.predict_map(run, "map.yaml", contributions=True)  # MapResult; .path is a GeoTIFF
+
+Every function takes a run opened by `load_run` or a run directory, writes the same files as the
+command of the same name (`miam predict`, `eval-subsets`, `attribute`, `map`), and raises
+`miam_cli.errors.UserError` for input it refuses. The commands are thin shells over these functions.
+See docs/api.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from miam_cli.attribution.estimators import ShapleyResult
+from miam_cli.evaluate.run import LoadedRun, open_run
+from miam_cli.maps.run import MapRequest, MapResult, run_map
+from miam_cli.predict.run import PredictRequest, PredictResult, run_predict
+
+__all__ = ["load_run", "predict", "evaluate_subsets", "attribute", "predict_map", "LoadedRun", "PredictResult",
+           "SubsetTable", "AttributionReport", "MapResult"]
+
+Progress = Callable[[int, int], None] | None
+RunLike = LoadedRun | str | Path
+
+
+@dataclass
+class SubsetTable:
+    table: pd.DataFrame  # one row per subset or selector: metrics, visible tokens, samples
+    path: Path  # eval/subsets.csv (or this shard's file)
+
+
+@dataclass
+class AttributionReport:
+    result: ShapleyResult
+    meta: dict
+    efficiency: dict  # sum_phi, v_all_minus_v_none, gap
+    path: Path | None  # the report's CSV (None for a shard, whose file is `shard_file`)
+    shard_file: Path | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """player, phi, std_error, evaluations: one row per player, largest contribution first."""
+        return pd.DataFrame(self.result.to_records()).sort_values("phi", ascending=False, ignore_index=True)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+    """A trained run: `.model`, `.store` (its token store), `.groups` (masking modalities), `.task`."""
+    return open_run(Path(run_dir), checkpoint, device)
+
+
+def _opened(run: RunLike, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_run(run, checkpoint, device)
+
+
+def _device(run: LoadedRun) -> str:
+    return str(next(run.model.parameters()).device)
+
+
+def predict(run: RunLike, store: str | Path | None = None, *, split: str = "predict", subsets: list[str] | None = None,
+            species: list[str] | None = None, top_k: int | None = None, threshold: float | None = None, format: str = "parquet",
+            out: str | Path | None = None, shard: tuple[int, int] | None = None, merge: bool = False, batch_size: int = 1024,
+            progress: Progress = None) -> PredictResult:
+    """Probabilities for the samples of `split` of `store` (default: the run's store) -> a Parquet/CSV table or a
+    GeoLifeCLEF submission (`format="glc"`). `subsets`: selectors of the visible modalities (default: all)."""
+    run = _opened(run)
+    req = PredictRequest(Path(store) if store else None, split, subsets, species, top_k, threshold, format,
+                         Path(out) if out else None, shard, merge, batch_size)
+    return run_predict(run, req, _device(run), progress)
+
+
+def evaluate_subsets(run: RunLike, *, split: str = "test", subsets: list[str] | None = None, shard: tuple[int, int] | None = None,
+                     merge: bool = False, batch_size: int = 1024, plot_format: str = "png", progress: Progress = None) -> SubsetTable:
+    """The model on every non-empty subset of its modalities (`subsets=None`), `unimodal`, or selectors."""
+    from miam_cli.evaluate.subsets import run_eval_subsets
+
+    run = _opened(run)
+    table, path = run_eval_subsets(run, split, run.which, subsets, shard, merge, batch_size, _device(run), progress, plot_format)
+    return SubsetTable(table, Path(path))
+
+
+def attribute(run: RunLike, *, modality: str | None = None, by: str | None = None, target: str = "global", split: str = "test",
+              context: str = "all", budget: int = 2000, tolerance: float = 0.01, seed: int = 0, exact_max: int = 10,
+              max_samples: int | None = None, sampler: str = "kernel", shard: tuple[int, int] | None = None, merge: bool = False,
+              out: str | Path | None = None, plot_format: str = "png", log: Callable[[str], None] = lambda _m: None,
+              progress=None) -> AttributionReport:
+    """Shapley values of the modalities, or of one modality's tokens grouped by an axis (band, year, patch, ...).
+    `progress(evaluations, planned, largest standard error, stopping error)` hears from the samplers."""
+    from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
+
+    run = _opened(run)
+    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples, shard, sampler,
+                             plot_format)
+    out = Path(out) if out else None
+    if merge:
+        res = merge_attribution(run, req, out, _device(run))
+    else:
+        res = run_attribution(run, req, out, _device(run), log=log, progress=progress)
+    if "shard_file" in res:
+        return AttributionReport(res["result"], res["meta"], {}, None, Path(res["shard_file"]))
+    return AttributionReport(res["result"], res["meta"], res["efficiency"], Path(res["dir"]) / f"{res['stem']}.csv")
+
+
+def predict_map(run: RunLike, spec: str | Path, *, out: str | Path | None = None, species: list[str] | None = None,
+                contributions: bool = False, tile: int | None = None, shard: tuple[int, int] | None = None, merge: bool = False,
+                overwrite: bool = False, batch_size: int = 1024, progress: Progress = None,
+                log: Callable[[str], None] = lambda _m: None) -> MapResult:
+    """A Cloud-Optimised GeoTIFF over the spec's grid: one probability band per species, richness, coverage, and with
+    `contributions` one exact modality-Shapley band per modality."""
+    run = _opened(run)
+    req = MapRequest(Path(spec), Path(out) if out else None, species, contributions, tile, shard, merge, overwrite, batch_size)
+    return run_map(run, req, _device(run), progress, log)
