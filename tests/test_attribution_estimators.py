@@ -376,7 +376,7 @@ def test_report_writes_csv_json_png_and_summary(tmp_path, kind, players, extra):
     assert document["result"]["evaluations"] == result.evaluations
     assert (tmp_path / "imp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     top = players[int(np.argmax(result.values))]
-    assert f"**{top}**" in summary and "Efficiency" in summary and "coalition evaluations" in summary
+    assert f"**{top}**" in summary and "Efficiency" in summary and "coalitions evaluated" in summary
     assert (tmp_path / "summary.md").read_text() == summary + "\n"
 
 

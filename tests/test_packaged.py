@@ -38,7 +38,7 @@ def test_a_file_that_exists_wins_over_the_packaged_one(empty_dir):
 def test_unknown_recipes_name_the_packaged_ones(empty_dir, typed, message):
     with pytest.raises(UserError, match=message) as info:
         find_recipe(typed)
-    assert "demo, geoplant, taxabench" in str(info.value)
+    assert "demo, geoplant, landscape, taxabench" in str(info.value)
 
 
 def test_validate_from_an_empty_folder_says_which_file_and_prints_lambda(empty_dir, cli):

@@ -94,25 +94,30 @@ def test_resume_after_crash_gives_the_same_store(tmp_path):
     plan, values, valid = _plan()
     run_prepare(plan, _decoder(values, valid), tmp_path / "ref", chunk_size=8)
     calls = []
-    original = StoreWriter.write_chunk
-
-    def crash_on_third(self, chunk, data):
-        if chunk == 2:
-            raise KeyboardInterrupt("injected crash")
-        return original(self, chunk, data)
-
-    StoreWriter.write_chunk = crash_on_third
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
-    finally:
-        StoreWriter.write_chunk = original
+    _crash_before_chunk(2, plan, values, valid, tmp_path / "s")
     assert not (tmp_path / "s" / "store.json").exists()
     with pytest.raises(UserError, match="unfinished prepare"):
         TokenStore(tmp_path / "s")
     run_prepare(plan, _decoder(values, valid, calls), tmp_path / "s", chunk_size=8)
     assert calls == [16, 24, 32, 40, 48]  # chunks 0 and 1 were not decoded again
     _assert_same_store(tmp_path / "ref", tmp_path / "s")
+
+
+def _crash_before_chunk(crash_at: int, plan, values, valid, store) -> None:
+    """A prepare (chunks of 8) interrupted as it is about to write chunk `crash_at`."""
+    original = StoreWriter.write_chunk
+
+    def crashing(self, chunk, data):
+        if chunk == crash_at:
+            raise KeyboardInterrupt("injected crash")
+        return original(self, chunk, data)
+
+    StoreWriter.write_chunk = crashing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_prepare(plan, _decoder(values, valid), store, chunk_size=8)
+    finally:
+        StoreWriter.write_chunk = original
 
 
 def test_two_shards_give_the_same_store_as_one_run(tmp_path):
@@ -176,19 +181,7 @@ def test_a_resumed_prepare_counts_the_faults_of_the_runs_it_resumes(tmp_path):
     plan, values, valid = _plan()
     for row in (3, 40):  # one NaN fault in chunk 0, one in chunk 5
         values["img"][row, 1, 0], valid["img"][row, 1] = np.nan, True
-    original = StoreWriter.write_chunk
-
-    def crash_on_third(self, chunk, data):
-        if chunk == 2:
-            raise KeyboardInterrupt("injected crash")
-        return original(self, chunk, data)
-
-    StoreWriter.write_chunk = crash_on_third
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
-    finally:
-        StoreWriter.write_chunk = original
+    _crash_before_chunk(2, plan, values, valid, tmp_path / "s")
     result = run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
     assert result.chunks_written == 5 and result.faults == 2  # the first fault was met by the interrupted run
 
