@@ -6,6 +6,7 @@ attribution/) takes `run_copy`, a private copy of the shared run.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def copy_run(run: Path, dest: Path) -> Path:
     """A private copy of a run dir (recipe, env, checkpoints, metrics), without eval/ and attribution/."""
     shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval", "attribution"))
     return dest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _crash_logs_in_tmp(tmp_path_factory):
+    """The last-resort handler's traceback logs go to a temporary folder, not the user's cache."""
+    os.environ.setdefault("MIAM_LOG_DIR", str(tmp_path_factory.mktemp("crash-logs")))
 
 
 @pytest.fixture(scope="session")

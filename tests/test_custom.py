@@ -53,6 +53,7 @@ def glc23_spec() -> dict:
     return {
         "name": "glc23-po",
         "root": str(GLC23),
+        "allow_outside_root": True,  # the shared fixtures live outside the test's folder
         "points": {"path": "Presence_only_occurrences/Presences_only_train_sample.csv", "sep": ";", "id": "glcID",
                    "lon": "lon", "lat": "lat", "labels": {"class": "speciesId"}},
         "modalities": {

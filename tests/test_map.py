@@ -50,7 +50,7 @@ def centre_store(dataset: Path, like: Path, transform, shape, folder: Path, moda
     pd.DataFrame({"id": [f"r{r}c{c}" for r, c in zip(rows.ravel(), cols.ravel())], "lon": lon, "lat": lat, "species": ""}) \
         .to_csv(folder / "centres.csv", index=False)
     spec = yaml.safe_load(dataset.read_text())
-    spec.update(name="centres", root=str(dataset.parent))
+    spec.update(name="centres", root=str(dataset.parent), allow_outside_root=True)  # the points lie in `folder`, the data beside `dataset`
     spec["points"] = {"path": str(folder / "centres.csv"), "labels": {"species": "species"}}
     if modalities is not None:
         spec["modalities"] = modalities
@@ -255,7 +255,8 @@ def footprint(tmp_path_factory, tiny_trainer):
                                                                     "lights": str(hf / "Lights2009_WGS84.tif")}},
                   "clim": {"kind": "cube", "path": "cube.nc"},
                   "where": {"kind": "location", "scales": 4}}
-    dataset = {"name": "footprint", "points": {"path": "points.csv", "labels": {"species": "species"}, "split": {"block_size": 0.1}},
+    dataset = {"name": "footprint", "allow_outside_root": True,  # the rasters are read where the shared fixtures are
+               "points": {"path": "points.csv", "labels": {"species": "species"}, "split": {"block_size": 0.1}},
                "modalities": modalities}
     (folder / "spec.yaml").write_text(yaml.safe_dump(dataset))
     plan, decoder = plan_custom(load_spec(folder / "spec.yaml"), folder / "spec.yaml")

@@ -42,7 +42,7 @@ def prepare(spec_path: Path, store: Path) -> TokenStore:
 
 def spec_with(raw: Path, tmp_path: Path, **points) -> Path:
     spec = yaml.safe_load((raw / "spec.yaml").read_text())
-    spec["root"] = str(raw)
+    spec["root"], spec["allow_outside_root"] = str(raw), True  # the data lives in raw/, the spec here
     spec["points"].update(points)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -92,7 +92,7 @@ def test_no_coordinate_is_transformed_twice(raw, tmp_path, monkeypatch):
         cols, rows_ = np.meshgrid(np.arange(800), np.arange(800))
         dst.write(1000.0 * rows_ + cols, 1)
     spec = yaml.safe_load((raw / "spec.yaml").read_text())
-    spec["root"] = str(raw)
+    spec["root"], spec["allow_outside_root"] = str(raw), True  # the data lives in raw/, the raster here
     spec["modalities"] = {"geo": {"kind": "raster_values", "files": {"g": str(tmp_path / "lonlat.tif")}}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))

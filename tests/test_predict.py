@@ -72,6 +72,7 @@ def test_an_empty_label_cell_is_unlabelled_for_every_kind_of_label(tmp_path, lab
 def test_unlabelled_drop_leaves_them_out_and_says_so(landscape, tmp_path):
     spec = yaml.safe_load((landscape / "spec.yaml").read_text())
     spec["root"], spec["points"]["unlabelled"] = str(landscape), "drop"
+    spec["allow_outside_root"] = True  # the data lives in the landscape folder, not beside this spec
     (tmp_path / "drop.yaml").write_text(yaml.safe_dump(spec))
     plan, _ = plan_custom(load_spec(tmp_path / "drop.yaml"), tmp_path / "drop.yaml")
     points = pd.read_csv(landscape / "points.csv", keep_default_na=False)
@@ -114,7 +115,7 @@ def test_like_reuses_classes_and_normalisation(landscape, landscape_store, tmp_p
     points = pd.read_csv(landscape / "points.csv").iloc[:40].assign(species="")
     points.to_csv(tmp_path / "new.csv", index=False)
     spec = yaml.safe_load((landscape / "spec.yaml").read_text())
-    spec.update(name="new", root=str(landscape))
+    spec.update(name="new", root=str(landscape), allow_outside_root=True)  # data beside the landscape, spec here
     spec["points"]["path"] = str(tmp_path / "new.csv")
     (tmp_path / "new.yaml").write_text(yaml.safe_dump(spec))
     plan, decoder = plan_custom(load_spec(tmp_path / "new.yaml"), tmp_path / "new.yaml", like=landscape_store)
@@ -136,7 +137,7 @@ def test_like_reuses_classes_and_normalisation(landscape, landscape_store, tmp_p
 ])
 def test_like_refuses_other_modalities_naming_the_difference(landscape, landscape_store, tmp_path, cli, change, expected):
     spec = yaml.safe_load((landscape / "spec.yaml").read_text())
-    spec["root"] = str(landscape)
+    spec["root"], spec["allow_outside_root"] = str(landscape), True  # the data lives in the landscape folder
     change(spec["modalities"])
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(spec))
     code, _, err = cli("prepare", "custom", tmp_path / "other.yaml", tmp_path / "store", "--like", landscape_store)

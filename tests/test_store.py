@@ -94,25 +94,30 @@ def test_resume_after_crash_gives_the_same_store(tmp_path):
     plan, values, valid = _plan()
     run_prepare(plan, _decoder(values, valid), tmp_path / "ref", chunk_size=8)
     calls = []
-    original = StoreWriter.write_chunk
-
-    def crash_on_third(self, chunk, data):
-        if chunk == 2:
-            raise KeyboardInterrupt("injected crash")
-        return original(self, chunk, data)
-
-    StoreWriter.write_chunk = crash_on_third
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
-    finally:
-        StoreWriter.write_chunk = original
+    _crash_before_chunk(2, plan, values, valid, tmp_path / "s")
     assert not (tmp_path / "s" / "store.json").exists()
     with pytest.raises(UserError, match="unfinished prepare"):
         TokenStore(tmp_path / "s")
     run_prepare(plan, _decoder(values, valid, calls), tmp_path / "s", chunk_size=8)
     assert calls == [16, 24, 32, 40, 48]  # chunks 0 and 1 were not decoded again
     _assert_same_store(tmp_path / "ref", tmp_path / "s")
+
+
+def _crash_before_chunk(crash_at: int, plan, values, valid, store) -> None:
+    """A prepare (chunks of 8) interrupted as it is about to write chunk `crash_at`."""
+    original = StoreWriter.write_chunk
+
+    def crashing(self, chunk, data):
+        if chunk == crash_at:
+            raise KeyboardInterrupt("injected crash")
+        return original(self, chunk, data)
+
+    StoreWriter.write_chunk = crashing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_prepare(plan, _decoder(values, valid), store, chunk_size=8)
+    finally:
+        StoreWriter.write_chunk = original
 
 
 def test_two_shards_give_the_same_store_as_one_run(tmp_path):
@@ -169,3 +174,38 @@ def _assert_same_store(a, b):
         np.testing.assert_array_equal(va, vb)
         np.testing.assert_array_equal(oa, ob)
     assert json.loads((a / "prepare-report.json").read_text()) == json.loads((b / "prepare-report.json").read_text())
+
+
+def test_a_resumed_prepare_counts_the_faults_of_the_runs_it_resumes(tmp_path):
+    """The warning after a resumed prepare is about the whole store, not only the chunks of this run."""
+    plan, values, valid = _plan()
+    for row in (3, 40):  # one NaN fault in chunk 0, one in chunk 5
+        values["img"][row, 1, 0], valid["img"][row, 1] = np.nan, True
+    _crash_before_chunk(2, plan, values, valid, tmp_path / "s")
+    result = run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
+    assert result.chunks_written == 5 and result.faults == 2  # the first fault was met by the interrupted run
+
+
+def test_chunk_size_is_capped_at_the_samples_and_absurd_sizes_are_refused(tmp_path):
+    plan, values, valid = _plan()
+    run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=1 << 20)
+    assert zarr.open_group(tmp_path / "s" / "tokens.zarr", mode="r")["img"]["values"].chunks[0] == 50
+    big = plan.modalities["img"].model_copy(update={"tokens": 4, "features": 1 << 24, "axes": {"band": ["red", "nir"], "patch": ["a", "b"]}})
+    plan.modalities["img"] = big
+    with pytest.raises(UserError, match="--chunk-size 256: one chunk would take"):
+        run_prepare(plan, _decoder(values, valid), tmp_path / "t", chunk_size=256)
+    assert not (tmp_path / "t").exists()
+
+
+def test_every_chunk_is_written_and_checksummed(tmp_path):
+    """An all-zero chunk is written too (a deleted chunk must not read as zeros), each with a crc32c."""
+    plan, values, valid = _plan()
+    valid["img"][:8] = False  # chunk 0 of img: no valid token, all zeros
+    run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=8)
+    root = zarr.open_group(tmp_path / "s" / "tokens.zarr", mode="r")
+    for name in ("img/values", "img/valid", "tab/values", "tab/valid"):
+        assert [c.to_dict()["name"] for c in root[name].metadata.codecs][-1] == "crc32c"
+        files = list((tmp_path / "s" / "tokens.zarr" / name / "c").rglob("*"))
+        assert len([f for f in files if f.is_file()]) == 7, name
+    meta = json.loads((tmp_path / "s" / "store.json").read_text())
+    assert meta["version"] == 2 and set(meta["files"]) == {"samples.parquet", "classes.parquet", "prepare-report.json"}

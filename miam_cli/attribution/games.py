@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from miam_cli.errors import UserError
+from miam_cli.errors import UserError, did_you_mean
 from miam_cli.evaluate.metrics import mean_loss, primary_metric, primary_value
 from miam_cli.evaluate.predict import group_visibility, probabilities
 from miam_cli.evaluate.run import LoadedRun
@@ -45,13 +45,19 @@ def modality_players(run: LoadedRun) -> Players:
     return Players(groups, "modality", None, [group_visibility(run.layout, g) for g in groups], {})
 
 
+def store_modality(run: LoadedRun, modality: str) -> str:
+    """The store modality `--modality` names: itself, or a masking group made of exactly one."""
+    if modality in run.layout.names:
+        return modality
+    if modality in run.groups and len(run.groups[modality]) == 1:
+        return run.groups[modality][0]
+    raise UserError(f"--modality {modality!r}: the model reads {', '.join(run.layout.names)}"
+                    f"{did_you_mean(modality, list(run.layout.names) + list(run.groups))}")
+
+
 def axis_players(run: LoadedRun, modality: str, axis: str, context: str) -> Players:
     """The tokens of one store modality grouped by one of its axes (`token`: each token alone)."""
-    if modality not in run.layout.names:
-        if modality in run.groups and len(run.groups[modality]) == 1:
-            modality = run.groups[modality][0]
-        else:
-            raise UserError(f"--modality {modality!r}: the model reads {', '.join(run.layout.names)}")
+    modality = store_modality(run, modality)
     spec = run.modality_specs[modality]
     if axis == "token":
         names = spec.token_names()

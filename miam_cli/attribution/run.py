@@ -24,9 +24,10 @@ from miam_cli.attribution.estimators import (
     shapley_from_subset_values,
 )
 from miam_cli.attribution import defaults
-from miam_cli.attribution.games import ModelGame, Players, axis_players, modality_players, parse_target
+from miam_cli.attribution.games import ModelGame, Players, axis_players, modality_players, parse_target, store_modality
 from miam_cli.attribution.report import efficiency_check, markdown_summary, too_few_coalitions, write_report
 from miam_cli.errors import UserError
+from miam_cli.files import writable_folder
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.run import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
@@ -53,6 +54,12 @@ class AttributionRequest:
     sampler: str = "kernel"  # above exact_max players: paired KernelSHAP, or antithetic permutations
     plot_format: str = "png"  # png (200 dpi) | svg | pdf
 
+    def __post_init__(self) -> None:
+        if self.context not in ("all", "none"):
+            raise UserError(f"--context {self.context!r}: expected all or none")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {self.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+
     @property
     def sharded(self) -> bool:
         """One shard of several (``--shard I/N`` with N > 1): a slice of the sampling, no report."""
@@ -62,7 +69,7 @@ SAMPLERS = {"kernel": KernelSampler, "permutation": PermutationSampler}
 
 
 def default_axis(run: LoadedRun, modality: str) -> str:
-    spec = run.modality_specs.get(modality) or run.modality_specs[run.groups[modality][0]]
+    spec = run.modality_specs[store_modality(run, modality)]
     for axis in ("band", "year", "variable", "patch", "time"):
         if axis in spec.axes:
             return axis
@@ -156,7 +163,7 @@ def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir:
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
-    out = Path(out_dir) if out_dir else run.path / "attribution"
+    out = writable_folder(Path(out_dir) if out_dir else run.path / "attribution", "attribution folder")
     stem = stem_for(req, players, target.label)
     warning = coverage_warning(run, players)
     if warning:

@@ -1,4 +1,4 @@
-"""Data commands: `miam synth ...`, `miam prepare ...`, `miam store info`."""
+"""Data commands: `miam synth ...`, `miam prepare ...`, `miam store info`, `miam store verify`."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from miam_cli.cli.options import App
 
 # Options every `prepare` command shares (one definition, so their help cannot drift apart)
 Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
-ChunkSize = Annotated[int, typer.Option(min=1, help="Samples per zarr chunk (and per unit of resume/shard).")]
+ChunkSize = Annotated[int, typer.Option(min=1, max=1 << 20, help="Samples per zarr chunk (and per unit of resume/shard); capped at the number of samples.")]
 Strict = Annotated[bool, typer.Option(help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing.")]
 Shard = Annotated[Optional[str], typer.Option(help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT.")]
 Overwrite = Annotated[bool, typer.Option(help="Rebuild a complete store.")]
 SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summary as JSON.")]
+OutsideRoot = Annotated[bool, typer.Option("--allow-outside-root", help="Also read files that resolve outside RAW_DIR (symlinks out); refused by default.")]
 Like = Annotated[Optional[Path], typer.Option(help="A training store whose class list and normalisation this store reuses, so that a "
                                                    "model trained on it can predict here (modalities must match: else exit 2).")]
 
 synth_app = App(help="Write synthetic datasets in real file layouts, with planted truth (truth.json).", no_args_is_help=True)
 prepare_app = App(help="Turn raw files into a token store (store.json, samples.parquet, tokens.zarr).", no_args_is_help=True)
-store_app = App(help="Inspect token stores.", no_args_is_help=True)
+store_app = App(help="Inspect and verify token stores.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +82,7 @@ def prepare_geoplant_cmd(
     strict: Strict = False,
     shard: Shard = None,
     overwrite: Overwrite = False,
+    allow_outside_root: OutsideRoot = False,
     json_out: SummaryJson = False,
 ) -> None:
     """GeoPlant (GLC24 Kaggle or GLC25 layout) -> token store. An interrupted prepare resumes when run again.
@@ -93,7 +95,7 @@ def prepare_geoplant_cmd(
     raw = default_path(raw_dir, Path("data/geoplant"), "RAW_DIR")
     dest = default_path(store, Path("stores/geoplant"), "STORE")
     opts = GeoPlantOptions(layout=layout, grid=grid, min_occurrences=min_occurrences, split=split, block_size=block_size, seed=seed,
-                           like=like)
+                           allow_outside_root=allow_outside_root, like=like)
     plan, decoder = plan_geoplant(raw, opts)
     _run_prepare(plan, decoder, dest, workers, threads, shard, strict, overwrite, chunk_size, json_out)
 
@@ -135,6 +137,34 @@ def store_info_cmd(
     _print_summary(default_path(store, Path("stores/geoplant"), "STORE"), json_out)
 
 
+@store_app.command("verify")
+def store_verify_cmd(
+    store: Optional[Path] = typer.Argument(None, help="Token store [default: stores/geoplant]"),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a line."),
+) -> None:
+    """Read every chunk and table of a store and check them against their checksums and store.json (exit 2 if damaged).
+
+    Example: miam store verify stores/geoplant
+    """
+    from miam_cli.errors import UserError
+    from miam_cli.store.integrity import verify_store
+
+    path = default_path(store, Path("stores/geoplant"), "STORE")
+    with Progress("verify", None) as bar:
+        report = verify_store(path, progress=lambda d, t: bar.update(d, t, "chunks"))
+    if json_out:
+        print_json({"store": str(path), "ok": report.ok, "version": report.version, "checksummed": report.checksummed,
+                    "chunks": report.chunks, "files": report.files, "problems": report.problems})
+    for p in report.problems[1:]:
+        warn(p)
+    if not report.ok:
+        more = f" (and {len(report.problems) - 1} more problem(s) above)" if len(report.problems) > 1 else ""
+        raise UserError(f"{report.problems[0]}{more}")
+    note = "" if report.checksummed else " (a version-1 store: its chunks carry no checksums, only their readability was checked)"
+    if not json_out:
+        out.print(f"ok: {path}: {report.chunks} chunks and {report.files} tables verified{note}", highlight=False)
+
+
 def _print_summary(path: Path, json_out: bool) -> None:
     from miam_cli.store.info import store_summary
 
@@ -143,7 +173,8 @@ def _print_summary(path: Path, json_out: bool) -> None:
         print_json(s)
         return
     splits = ", ".join(f"{k} {v}" for k, v in s["splits"].items())
-    caption = f"{s['samples']} samples ({splits}); task {s['task']['type']}, {s['task']['num_classes']} classes"
+    caption = (f"{s['samples']} samples ({splits}); task {s['task']['type']}, {s['task']['num_classes']} classes; "
+               f"{s['format']}, checked: {s['checked']}")
     rows = []
     for m in s["modalities"]:
         axes = " × ".join(f"{a}[{d['size']}]" for a, d in m["axes"].items())
@@ -223,6 +254,7 @@ def prepare_taxabench_cmd(
     strict: Strict = False,
     shard: Shard = None,
     overwrite: Overwrite = False,
+    allow_outside_root: OutsideRoot = False,
     json_out: SummaryJson = False,
 ) -> None:
     """TaxaBench-8k (raw files, or precomputed per-modality embeddings) -> token store; multi-class, stratified split.
@@ -235,7 +267,8 @@ def prepare_taxabench_cmd(
     raw = default_path(raw_dir, Path("data/taxabench"), "RAW_DIR")
     dest = default_path(store, Path("stores/taxabench"), "STORE")
     opts = TaxaBenchOptions(embeddings=list(embeddings or []), min_per_class=min_per_class, seed=seed, grid=grid,
-                            image_size=image_size, audio=LogMelParams(seconds=audio_seconds, tokens=audio_tokens))
+                            image_size=image_size, audio=LogMelParams(seconds=audio_seconds, tokens=audio_tokens),
+                            allow_outside_root=allow_outside_root)
     plan, decoder = plan_taxabench(raw, opts)
     _run_prepare(plan, decoder, dest, workers, threads, shard, strict, overwrite, chunk_size, json_out)
 

@@ -55,23 +55,36 @@ _register_optional()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line on stderr and exit 2, never a traceback."""
+    """Entry point: user errors print one line on stderr and exit 2, never a traceback; known runtime
+    failures exit 1 with one line; anything unexpected exits 1 with one line and the traceback in a log
+    file (see `last_resort`). Typer runs without its standalone mode so that every exception, EOFError
+    included (click would turn it into a bare "Aborted!"), reaches these handlers."""
     from rich.markup import escape
 
     from miam_cli.cli.common import err
+    from miam_cli.cli.last_resort import click_module, command_name, report_unexpected
     from miam_cli.threads import set_wait_policy
 
     set_wait_policy()  # OpenMP reads it once, when torch loads: before any command imports torch
 
+    click = click_module()
+
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        # standalone mode: typer reports usage errors itself (exit 2) and exits with the command's code
-        app(args=argv, prog_name="miam")
+        code = app(args=args, prog_name="miam", standalone_mode=False)
+    except click.exceptions.ClickException as e:  # bad usage: click's own message (exit 2)
+        e.show()
+        sys.exit(e.exit_code)
     except UserError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except RuntimeFailure as e:
         err.print(f"[red]failed:[/] {escape(str(e))}", highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    except typer.Abort as e:  # click's wrapping of an EOFError raised inside a command
+        report_unexpected(command_name(typer.main.get_command(app), args), args, e.__cause__ or e, err)
+        sys.exit(1)
+    except Exception as e:
+        report_unexpected(command_name(typer.main.get_command(app), args), args, e, err)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

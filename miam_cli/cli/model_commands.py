@@ -83,13 +83,24 @@ def train_cmd(
     On SIGUSR1/SIGTERM (SLURM before a time limit) it writes last.pt and exits 75; the message names
     the command that continues the run (`--resume`).
     """
+    from miam_cli.engine.signals import deferred_stop_signals
+
+    with deferred_stop_signals():  # first, before torch is imported: a SIGTERM during start-up still exits 75
+        run = _train(recipe, overrides or [], out_dir, resume, oracle, threads)
+    if run is not None:
+        _print_train_result(run, json_out)
+
+
+def _train(recipe: Path, overrides: list[str], out_dir: Optional[Path], resume: bool, oracle: Optional[List[str]],
+           threads: Optional[int]) -> Optional[Path]:
+    """The run dir on rank 0 (None on other ranks); exit 75 when preempted."""
     import sys
 
     from miam_cli.engine import dist
     from miam_cli.engine.recipe import oracle_override
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
-    _, r = _load_recipe(recipe, [*(overrides or []), *([oracle_override(oracle)] if oracle else []),
+    _, r = _load_recipe(recipe, [*overrides, *([oracle_override(oracle)] if oracle else []),
                                  *([f"train.threads={threads}"] if threads else [])])
     with Progress("train", None) as bar:
         try:
@@ -98,8 +109,10 @@ def train_cmd(
             if dist.resolve().is_main:
                 log(f"preempted: {e}; continue with: {e.resume_command}")
             sys.exit(PREEMPTED_EXIT_CODE)
-    if not dist.resolve().is_main:
-        return  # one result table per job, not one per rank
+    return run if dist.resolve().is_main else None  # one result table per job, not one per rank
+
+
+def _print_train_result(run: Path, json_out: bool) -> None:
     import csv
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))

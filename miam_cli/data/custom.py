@@ -17,6 +17,8 @@ readers in `miam_cli.data.readers`:
 
 The spec is validated with pydantic (unknown keys or kinds, wrong types), then against the data
 (columns, files, patterns); every error found is reported at once with its key path (exit 2).
+Every file is read only if it resolves (symlinks included) inside the spec's folder, or its `root`
+(itself inside that folder), unless the spec says `allow_outside_root: true` (`miam_cli.data.confine`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from typing import Annotated, Literal, Union
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from miam_cli.data import coords as C
 from miam_cli.data import readers as R
+from miam_cli.data.confine import Confinement
+from miam_cli.data.geoplant import read_csv_table
 from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
+from miam_cli.files import read_yaml
 from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
@@ -243,6 +247,7 @@ KINDS = ("columns", "raster_values", "raster_patches", "files", "timeseries_csv"
 class DatasetSpec(_Spec):
     name: str = "custom"
     root: str | None = Field(None, description="folder that relative paths start from (default: the spec's folder)")
+    allow_outside_root: bool = Field(False, description="read files outside the spec's folder (and its root); off: they are refused")
     points: PointsSpec
     modalities: dict[str, Modality]
 
@@ -271,12 +276,7 @@ def load_spec(path: Path | str) -> DatasetSpec:
 def load_yaml_model(path: Path | str, model: type[BaseModel], what: str, shape: str):
     """A YAML file validated by a pydantic model: every error with its key path, exit 2 (dataset and map specs)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such {what}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a {what} is {shape}")
     try:
@@ -336,6 +336,7 @@ class Context:
     id_column: str
     crs: object = None  # the points' CRS (pyproj), None for WGS84 lon/lat
     warnings: list[str] | None = None
+    confine: Confinement | None = None  # where files may be read (None: anywhere, e.g. a map's own inputs)
 
     @property
     def ids(self) -> list[str]:
@@ -359,6 +360,9 @@ class Context:
 
     def file(self, rel: str, where: str, folder: bool = False) -> Path:
         path = Path(rel) if Path(rel).is_absolute() else self.root / rel
+        reason = self.confine.why_not(path) if self.confine else None
+        if reason:
+            raise SpecError(where, reason)
         if not (path.exists() if folder else path.is_file()):
             raise SpecError(where, f"no such file {path}")
         return path
@@ -383,15 +387,17 @@ def _user_columns(df: pd.DataFrame) -> list:
 
 
 def read_table(path: Path, sep: str | None) -> pd.DataFrame:
+    """A points table; unreadable is a UserError naming the file (never quoting it)."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return read_csv_table(path, sep=sep, engine="python" if sep is None else "c")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+        return pd.read_parquet(path)
     except Exception as e:
-        raise UserError(f"{path}: cannot read the table: {type(e).__name__}: {e}") from None
+        raise UserError(f"{path}: cannot read the table ({type(e).__name__})") from None
 
 
-def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
+def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None,
+                 confine: Confinement | None = None) -> tuple[Context, list[np.ndarray], pd.DataFrame, str, dict]:
     """Points kept (coordinates and a label present, classes frequent enough), labels, class table, task, dropped.
 
     Points without a label (an empty label cell) are kept in the predict split unless `points.unlabelled: drop`
@@ -399,11 +405,9 @@ def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None
     taking the classes seen in the points.
     """
     p = spec.points
-    path = Path(p.path) if Path(p.path).is_absolute() else root / p.path
-    if not path.is_file():
-        raise SpecError("points.path", f"no such file {path}")
+    path = Context(root, "", pd.DataFrame(), p.id, confine=confine).file(p.path, "points.path")
     table = read_table(path, p.sep)
-    ctx = Context(root, path.name, table, p.id, C.parse_crs(p.crs) if p.crs is not None else None, [])
+    ctx = Context(root, path.name, table, p.id, C.parse_crs(p.crs) if p.crs is not None else None, [], confine)
     errors = []
     for key, column in (("id", p.id), *p.coordinate_keys):
         try:
@@ -417,7 +421,8 @@ def build_points(spec: DatasetSpec, root: Path, classes: list[str] | None = None
     ctx.points = table[located].reset_index(drop=True)
     ids = pd.Series(ctx.ids)
     if ids.duplicated().any():
-        raise SpecError("points.id", f"{int(ids.duplicated().sum())} duplicate id(s) in {path.name}, e.g. {ids[ids.duplicated()].iloc[0]}; "
+        raise SpecError("points.id", f"{int(ids.duplicated().sum())} duplicate id(s) in {path.name}, the first in data row "
+                                     f"{int(np.flatnonzero(ids.duplicated())[0]) + 1} of the kept points; "
                                      "one row per point (list several species in a `species` column)")
     lists, task = _label_lists(ctx, p.labels)
     unlabelled = np.array([lst is None for lst in lists], dtype=bool)
@@ -547,9 +552,10 @@ def build_split(ctx: Context, split: SplitSpec, labels: list[np.ndarray], num_cl
             info["block_size_deg"] = size.value
         return assign_blocks(block, split.fractions, split.seed, labels if aware else None, num_classes), info
     words = ctx.column(split.column, "points.split.column").astype(str).str.strip().str.lower()
-    bad = sorted(set(words) - set(SPLIT_WORDS))
-    if bad:
-        raise SpecError("points.split.column", f"values {bad[:5]} are not train/val/test/predict")
+    bad = ~words.isin(list(SPLIT_WORDS))
+    if bad.any():  # counted and located, never quoted (a cell can hold anything)
+        raise SpecError("points.split.column", f"{int(bad.sum())} value(s) are not train/val/test/predict "
+                                               f"(the first in data row {int(np.flatnonzero(bad.to_numpy())[0]) + 1} of the kept points)")
     return words.map(SPLIT_WORDS).to_numpy().astype(str), {"method": "column", "column": split.column}
 
 
@@ -575,8 +581,8 @@ def build_columns(m: str, s: ColumnsModality, ctx: Context) -> Built:
 def _numeric(col: pd.Series, where: str, name: str) -> np.ndarray:
     values = pd.to_numeric(col, errors="coerce")
     if values.isna().sum() > col.isna().sum():
-        bad = col[values.isna() & col.notna()].iloc[0]
-        raise SpecError(where, f"column {name!r} is not numeric (e.g. {bad!r})")
+        row = int(np.flatnonzero((values.isna() & col.notna()).to_numpy())[0]) + 1
+        raise SpecError(where, f"column {name!r} is not numeric (data row {row} of the kept points is not a number)")
     return values.to_numpy(float)
 
 
@@ -630,14 +636,28 @@ def fill_pattern(pattern: str, key: str) -> str:
 def build_files(m: str, s: FilesModality, ctx: Context) -> Built:
     where = f"modalities.{m}.pattern"
     patterns = [p if Path(p).is_absolute() else str(ctx.root / p) for p in s.patterns]
+    if ctx.confine:  # the fixed part of a pattern must lie inside the root (the ids are checked per file)
+        for p in patterns:
+            reason = ctx.confine.why_not(Path(fill_pattern(p, "x")).parent)
+            if reason:
+                raise SpecError(where, reason)
     keys = [tuple(fill_pattern(p, k) for p in patterns) for k in ctx.keys(m, s)]
-    first = next((k for k in keys if all(Path(p).is_file() for p in k)), None)
+    readable = (k for k in keys if all(Path(p).is_file() and (ctx.confine is None or ctx.confine.inside(p)) for p in k))
+    first = next(readable, None)
     if first is None:
         raise SpecError(where, f"no file found for any of the {len(keys)} points (first expected: {keys[0][0] if keys else patterns[0]})")
     fmt = s.format if s.format != "auto" else _format_of(first[0], where)
     if fmt != "image" and len(patterns) > 1:
         raise SpecError(where, f"several patterns stack image bands; a {fmt} modality takes one")
-    return {"image": _image_files, "array": _array_files, "audio": _audio_files}[fmt](m, s, keys, first)
+    try:
+        built = {"image": _image_files, "array": _array_files, "audio": _audio_files}[fmt](m, s, keys, first)
+    except (SpecErrors, UserError):
+        raise
+    except Exception as e:  # the first file decides the shape: a damaged one (a 0-byte .npy) cannot
+        raise SpecError(where, f"{first[0]}: cannot read the first point's file, which sets the modality's shape "
+                               f"({type(e).__name__}); fix or remove it") from None
+    built.source.confine = ctx.confine
+    return built
 
 
 def _format_of(path: str, where: str) -> str:
@@ -716,13 +736,14 @@ def build_timeseries_csv(m: str, s: TimeseriesCsvModality, ctx: Context) -> Buil
 
 
 def _series_table(path: Path, s: TimeseriesCsvModality, where: str) -> pd.DataFrame:
-    table = pd.read_csv(path, sep=s.sep, engine="python" if s.sep is None else "c", dtype=str, keep_default_na=False)
+    table = read_csv_table(path, sep=s.sep, engine="python" if s.sep is None else "c", dtype=str, keep_default_na=False)
     id_col = s.id_column or table.columns[0]
     if id_col not in table.columns:
         raise SpecError(where, f"{path.name} has no id column {id_col!r} (columns: {', '.join(table.columns[:10])} ...)")
     table[id_col] = table[id_col].map(R.id_text)
     if table[id_col].duplicated().any():
-        raise SpecError(where, f"{path.name}: duplicate id {table[id_col][table[id_col].duplicated()].iloc[0]!r}; one row per id")
+        row = int(np.flatnonzero(table[id_col].duplicated().to_numpy())[0]) + 1
+        raise SpecError(where, f"{path.name}: duplicate id in data row {row}; one row per id")
     return table.set_index(id_col)
 
 
@@ -857,6 +878,15 @@ def spec_root(spec: DatasetSpec, spec_path: Path | str) -> Path:
     return (spec_path.parent / spec.root) if spec.root else spec_path.parent
 
 
+def spec_confinement(spec: DatasetSpec, spec_path: Path | str) -> Confinement:
+    """Where a spec's files may be read: its root, itself inside the spec's folder (unless allow_outside_root)."""
+    root = spec_root(spec, spec_path)
+    outside = Confinement.at(Path(spec_path).parent, spec.allow_outside_root).why_not(root)
+    if outside:
+        raise SpecError("root", outside)
+    return Confinement.at(root, spec.allow_outside_root)
+
+
 def build_modalities(modalities: dict[str, Modality], ctx: Context, source: Path | str) -> dict[str, Built]:
     """Every modality's description and token source at the context's points; all errors reported at once."""
     built, errors = {}, []
@@ -878,7 +908,8 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str, like: Path | str | Non
     root = spec_root(spec, spec_path)
     like_store = open_like(like)
     try:
-        ctx, labels, classes, task, dropped = build_points(spec, root, like_store.classes["original_id"].astype(str).tolist() if like_store else None)
+        like_classes = like_store.classes["original_id"].astype(str).tolist() if like_store else None
+        ctx, labels, classes, task, dropped = build_points(spec, root, like_classes, spec_confinement(spec, spec_path))
         split, split_info = split_points(ctx, spec.points.split, labels, len(classes))
     except SpecErrors as e:
         raise UserError(_error_list(spec_path, e.lines)) from None

@@ -8,17 +8,24 @@ Modalities (names are part of the store contract):
 - `landsat`   one token per year 2000..2020, features = 6 bands x 4 quarters;
 - `bioclim`   one token per year 2000..2018, features = 4 variables x 12 months.
 A file that is missing, unreadable or of the wrong shape marks that sample's modality missing and is
-recorded as a fault; NaN marks the affected tokens missing (done by the store writer).
+recorded as a fault; NaN marks the affected tokens missing (done by the store writer). In the tables,
+a cell that is not a number is a `bad_value` fault for that survey's token (the variable is kept for
+every other survey), and duplicate rows that disagree are `conflicting_rows` faults. Surveys with an
+id that is not a plain name (it becomes part of file paths), coordinates outside lon [-180, 180] /
+lat [-90, 90], or metadata rows that disagree on their coordinates are left out and counted.
 """
 
 from __future__ import annotations
 
+import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from miam_cli.data.confine import SAFE_ID, Confinement
 from miam_cli.data.like import adopt_like, open_like
 from miam_cli.data.split import spatial_block_split, split_from_data
 from miam_cli.errors import UserError
@@ -60,6 +67,13 @@ def short_dirs(survey_id: str) -> tuple[str, str]:
 class GeoPlantFiles:
     raw: Path
     layout: str
+    confine: Confinement | None = None  # every file read must resolve inside the raw folder
+
+    def refuse_outside(self, path: Path) -> None:
+        """A table outside the raw folder (a symlink out) is refused as a whole: UserError."""
+        reason = self.confine.why_not(path) if self.confine else None
+        if reason:
+            raise UserError(reason)
 
     def _subset_dirs(self, subset: str) -> tuple[str, str]:
         return subset.capitalize(), subset.lower()
@@ -89,36 +103,58 @@ class GeoPlantFiles:
 
 
 # ---------------------------------------------------------------- metadata -> samples and labels
-def read_metadata(raw: Path, layout: str) -> pd.DataFrame:
+def read_metadata(raw: Path, layout: str, files: GeoPlantFiles | None = None) -> pd.DataFrame:
     """Long-format metadata of every subset, with a `subset` column; `speciesId` may be float or empty."""
     frames = []
     for subset in ("train", "test"):
         for pattern in METADATA_NAMES[layout]:
             f = raw / pattern.format(s=subset)
             if f.exists():
-                df = _read_csv(f)
+                if files:
+                    files.refuse_outside(f)
+                df = _with_columns(read_csv_table(f), f, ("surveyId", "lon", "lat"))
                 df["subset"] = subset
                 frames.append(df)
                 break
     if not frames and (raw / "metadata.csv").exists():  # the single-file sample layout (malpolon fixtures)
-        frames.append(_read_csv(raw / "metadata.csv"))
+        if files:
+            files.refuse_outside(raw / "metadata.csv")
+        frames.append(_with_columns(read_csv_table(raw / "metadata.csv"), raw / "metadata.csv", ("surveyId", "lon", "lat")))
     if not frames:
         raise UserError(f"{raw}: no metadata CSV (expected {METADATA_NAMES[layout][0].format(s='train')} or metadata.csv)")
     meta = pd.concat(frames, ignore_index=True)
-    for col in ("surveyId", "lon", "lat"):
-        if col not in meta.columns:
-            raise UserError(f"{raw}: metadata has no column {col!r} (columns: {', '.join(meta.columns)})")
     if "subset" not in meta.columns:
         meta["subset"] = "train"
     meta["surveyId"] = meta["surveyId"].map(_id_string)
+    for col in ("lon", "lat"):  # text in a coordinate is no coordinate (the survey is dropped and counted)
+        meta[col] = pd.to_numeric(meta[col], errors="coerce")
     return meta
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _with_columns(table: pd.DataFrame, path: Path, columns) -> pd.DataFrame:
+    """The table, if it has every column named (each file on its own: concatenated tables would fill a
+    file's missing column with NaN)."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(map(str, table.columns))})")
+    return table
+
+
+def read_csv_table(path: Path, **kwargs) -> pd.DataFrame:
+    """A CSV table (separator sniffed for small files unless `kwargs` say how to read it); unreadable
+    (empty, not text, not CSV) is a UserError naming the file and never quoting it."""
     try:
+        if kwargs:
+            return pd.read_csv(path, **kwargs)
         return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise UserError(f"{path}: cannot read CSV: {e}") from None
+    except (ValueError, csv.Error, OSError) as e:  # pandas' parser and empty-data errors, UTF-8 errors are ValueErrors
+        raise UserError(f"{path}: cannot read CSV ({type(e).__name__}{_position(e)})") from None
+
+
+def _position(e: Exception) -> str:
+    """Where a parser stopped ("line 7"), without the text it found there."""
+    m = re.search(r"line \d+", str(e))
+    return f" at {m.group(0)}" if m else ""
 
 
 def _id_string(v) -> str:
@@ -141,13 +177,21 @@ def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     species = meta.loc[has_species, ["surveyId", "speciesId"]].copy()
     species["speciesId"] = species["speciesId"].map(_id_string)
     by_survey = species.groupby("surveyId", sort=False)["speciesId"].agg(lambda s: sorted(set(s)))
-    surveys = meta.groupby("surveyId", sort=False).agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
+    grouped = meta.groupby("surveyId", sort=False)
+    surveys = grouped.agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
     surveys["species"] = surveys["surveyId"].map(by_survey).apply(lambda v: v if isinstance(v, list) else [])
     surveys["labelled"] = surveys["subset"].isin(labelled_subsets)
+    # a survey's rows (one per species) must agree on where and in which subset it is: otherwise which is right?
+    conflicting = surveys["surveyId"].map(grouped[["lon", "lat", "subset"]].nunique(dropna=False).max(axis=1) > 1)
     bad_coords = surveys["lon"].isna() | surveys["lat"].isna()
-    if bad_coords.any():
-        dropped["survey_without_coordinates"] = int(bad_coords.sum())
-        surveys = surveys[~bad_coords]
+    out_of_range = ~bad_coords & ~(surveys["lon"].between(-180, 180) & surveys["lat"].between(-90, 90))
+    bad_id = ~surveys["surveyId"].str.match(SAFE_ID)
+    for reason, mask in (("survey_with_invalid_id", bad_id), ("survey_with_conflicting_rows", conflicting & ~bad_id),
+                         ("survey_without_coordinates", bad_coords & ~bad_id & ~conflicting),
+                         ("survey_with_coordinates_out_of_range", out_of_range & ~bad_id & ~conflicting)):
+        if mask.any():
+            dropped[reason] = int(mask.sum())
+    surveys = surveys[~(bad_id | conflicting | bad_coords | out_of_range)]
     surveys = surveys.sort_values("surveyId", key=lambda s: s.str.zfill(12)).reset_index(drop=True)
     return surveys, dropped
 
@@ -171,30 +215,86 @@ def class_table(surveys: pd.DataFrame, min_occurrences: int) -> tuple[pd.DataFra
 
 
 # ---------------------------------------------------------------- tabular variables
-def read_environment(raw: Path, layout: str, survey_ids: pd.Series) -> tuple[list[str], np.ndarray, list[str]]:
-    """Every environmental CSV (train and test), joined on surveyId -> names, [N, V] float32, files used."""
+@dataclass
+class Environment:
+    """The environmental variables of every survey: names, values [N, V] float32 (NaN where the CSV had
+    no value), usable [N, V] (False for cells refused below), faults per survey row, files read."""
+
+    names: list[str]
+    values: np.ndarray
+    usable: np.ndarray
+    faults: dict[int, list[dict]]
+    files: list[str]
+
+
+def read_environment(raw: Path, layout: str, survey_ids: pd.Series, files: GeoPlantFiles | None = None) -> Environment:
+    """Every environmental CSV (train and test), joined on surveyId.
+
+    A column is a variable when most of its filled cells are numbers; its other cells are `bad_value`
+    faults of their survey only (one stray `abc` once dropped the variable for every survey). Rows of
+    one survey that disagree on a variable make that cell a `conflicting_rows` fault; identical
+    duplicates are harmless."""
+    n = len(survey_ids)
     base = next((raw / d for d in ENV_DIRS if (raw / d).is_dir()), None)
     if base is None:
-        return [], np.zeros((len(survey_ids), 0), np.float32), []
+        return Environment([], np.zeros((n, 0), np.float32), np.zeros((n, 0), bool), {}, [])
     groups: dict[str, list[Path]] = {}
     for f in sorted(base.rglob("*.csv")):
+        if files:
+            files.refuse_outside(f)
         group = f.name.replace("-train-", "-*-").replace("-test-", "-*-")
         groups.setdefault(group, []).append(f)
-    columns, names, used = [], [], []
+    row_of = {sid: i for i, sid in enumerate(survey_ids)}
+    columns, usable, names, used, faults = [], [], [], [], {}
     for files in groups.values():
-        table = pd.concat([_read_csv(f) for f in files], ignore_index=True)
-        if "surveyId" not in table.columns:
-            raise UserError(f"{files[0]}: no surveyId column")
+        table = pd.concat([_with_columns(read_csv_table(f), f, ("surveyId",)).assign(__file=str(f)) for f in files], ignore_index=True)
         table["surveyId"] = table["surveyId"].map(_id_string)
-        table = table.drop_duplicates("surveyId").set_index("surveyId")
         for col in table.columns:
-            if col.lower() in {"lon", "lat"} or not pd.api.types.is_numeric_dtype(table[col]):
+            if col in ("surveyId", "__file") or str(col).lower() in {"lon", "lat"}:
                 continue
-            names.append(col.lower())
-            columns.append(table[col].reindex(survey_ids.to_numpy()).to_numpy(dtype=np.float32))
+            parsed, bad = _numbers(table[col])
+            if parsed is None:
+                continue  # a text column (e.g. a region name), not a variable
+            values, ok = _per_survey(table, parsed, bad, str(col), row_of, faults)
+            names.append(str(col).lower())
+            columns.append(values)
+            usable.append(ok)
         used += [str(f) for f in files]
-    values = np.stack(columns, 1) if columns else np.zeros((len(survey_ids), 0), np.float32)
-    return names, values, used
+    if not columns:
+        return Environment([], np.zeros((n, 0), np.float32), np.zeros((n, 0), bool), faults, used)
+    return Environment(names, np.stack(columns, 1), np.stack(usable, 1), faults, used)
+
+
+def _numbers(col: pd.Series) -> tuple[pd.Series | None, pd.Series]:
+    """(values, cells that are neither numbers nor empty); (None, _) when most filled cells are not numbers."""
+    parsed = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col) else col.astype(float)
+    filled = col.notna() & (col.astype(str).str.strip() != "")
+    bad = parsed.isna() & filled
+    if filled.sum() and bad.sum() * 2 > filled.sum():
+        return None, bad
+    return parsed, bad
+
+
+def _per_survey(table: pd.DataFrame, parsed: pd.Series, bad: pd.Series, col: str, row_of: dict, faults: dict):
+    """One value per survey of the plan: [N] float32 (NaN: no value) and [N] bool usable; faults appended."""
+    n = len(row_of)
+    values, ok = np.full(n, np.nan, np.float32), np.ones(n, bool)
+    rows = table["surveyId"].map(row_of)
+    here = rows.notna().to_numpy()
+    for r, f in zip(rows[here & bad.to_numpy()].astype(int), table["__file"][here & bad.to_numpy()]):
+        faults.setdefault(r, []).append({"kind": "bad_value", "file": f, "detail": f"{col}: not a number"})
+        ok[r] = False
+    good = here & ~bad.to_numpy()
+    frame = pd.DataFrame({"row": rows[good].astype(int), "value": parsed[good].to_numpy(), "file": table["__file"][good]})
+    distinct = frame.groupby("row")["value"].nunique(dropna=False)
+    for r in distinct.index[distinct > 1]:
+        f = frame.loc[frame["row"] == r, "file"].iloc[0]
+        faults.setdefault(int(r), []).append({"kind": "conflicting_rows", "file": f, "detail": f"{col}: rows disagree"})
+        ok[r] = False
+    first = frame.drop_duplicates("row")
+    values[first["row"].to_numpy()] = first["value"].to_numpy(np.float32)
+    values[~ok] = np.nan
+    return values, ok
 
 
 # ---------------------------------------------------------------- per-sample decoding (runs in workers)
@@ -206,6 +306,8 @@ class GeoPlantDecoder:
     survey_ids: list[str]
     subsets: list[str]
     tabular: np.ndarray  # [N, V]
+    tabular_usable: np.ndarray  # [N, V] bool: False for bad or conflicting cells (their faults are below)
+    tabular_faults: dict[int, list[dict]]
     grid: int
     patch_size: int
     modalities: list[str] = field(default_factory=list)
@@ -221,8 +323,9 @@ class GeoPlantDecoder:
             sid, subset = self.survey_ids[r], self.subsets[r]
             for m in self.modalities:
                 if m == "tabular":
-                    values[m][j, :, 0] = self.tabular[r]
-                    valid[m][j] = True  # NaN (absent from the CSV) is marked missing by the writer
+                    values[m][j, :, 0] = np.where(self.tabular_usable[r], self.tabular[r], 0.0)
+                    valid[m][j] = self.tabular_usable[r]  # NaN (absent from the CSV) is marked missing by the writer
+                    faults += [{"sample": sid, "modality": m, **f} for f in self.tabular_faults.get(r, [])]
                     continue
                 tokens, fault = self._decode(m, sid, subset)
                 if fault:
@@ -241,6 +344,9 @@ class GeoPlantDecoder:
 
     def _decode(self, m: str, sid: str, subset: str):
         paths = self.files.sentinel2(sid, subset) if m == "sentinel2" else self.files.cube(m, sid, subset)
+        outside = next((p for p in paths if p.exists() and self.files.confine and not self.files.confine.inside(p)), None)
+        if outside is not None:
+            return None, {"kind": "outside_root", "file": str(outside), "detail": self.files.confine.why_not(outside)}
         if m == "sentinel2":
             missing = [p for p in paths if not p.exists()]
             if missing:
@@ -318,6 +424,7 @@ class GeoPlantOptions:
     block_size: float = 0.5
     seed: int = 0
     max_surveys: int | None = None
+    allow_outside_root: bool = False  # read files that resolve outside the raw folder (symlinks out)
     like: Path | None = None  # a training store whose classes and normalisation are reused
 
 
@@ -328,8 +435,11 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
     layout = detect_layout(raw) if opts.layout == "auto" else opts.layout
     if layout not in METADATA_NAMES:
         raise UserError(f"--layout {opts.layout!r}: expected auto, glc24 or glc25")
+    if opts.split not in ("spatial", "data"):
+        raise UserError(f"--split {opts.split!r}: expected spatial or data")
     like = open_like(opts.like)
-    surveys, dropped = survey_table(read_metadata(raw, layout))
+    files = GeoPlantFiles(raw, layout, Confinement.at(raw, opts.allow_outside_root))
+    surveys, dropped = survey_table(read_metadata(raw, layout, files))
     if opts.max_surveys:
         surveys = surveys.iloc[: opts.max_surveys].reset_index(drop=True)
     if not surveys["labelled"].any() and like is None:
@@ -341,12 +451,11 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
     else:
         classes = like.classes
         index = {str(c): int(i) for c, i in zip(classes["original_id"], classes["class_index"])}
-    files = GeoPlantFiles(raw, layout)
-    env_names, env_values, env_files = read_environment(raw, layout, surveys["surveyId"])
+    env = read_environment(raw, layout, surveys["surveyId"], files)
     patch_size = 64 if layout == "glc25" else 128
     if patch_size % opts.grid:
         raise UserError(f"--grid {opts.grid}: must divide the patch size {patch_size}")
-    specs = _modality_specs(env_names, opts.grid, patch_size)
+    specs = _modality_specs(env.names, opts.grid, patch_size)
     samples = pd.DataFrame({
         "sample_id": surveys["surveyId"].astype(str),
         "split": surveys["split"].astype(str),
@@ -360,17 +469,17 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
         modalities=specs,
         samples=samples,
         classes=classes,
-        provenance={"raw_dir": str(raw.resolve()), "layout": layout, "environment_files": env_files, "grid": opts.grid,
+        provenance={"raw_dir": str(raw.resolve()), "layout": layout, "environment_files": env.files, "grid": opts.grid,
                     "min_occurrences": opts.min_occurrences},
         split_info={"method": "spatial-blocks" if opts.split == "spatial" else "data+spatial-val",
                     "block_size_deg": opts.block_size, "seed": opts.seed, "fractions": [0.7, 0.15, 0.15]},
-        dropped={**dropped, **({"no_environment_csv": 1} if not env_names else {})},
+        dropped={**dropped, **({"no_environment_csv": 1} if not env.names else {})},
         normalization_scope={"tabular": "token", "sentinel2": "token", "landsat": "feature", "bioclim": "feature"},
     )
     if like is not None:
         plan = adopt_like(plan, like)
-    decoder = GeoPlantDecoder(files, samples["sample_id"].tolist(), surveys["subset"].astype(str).tolist(), env_values,
-                              opts.grid, patch_size, list(specs))
+    decoder = GeoPlantDecoder(files, samples["sample_id"].tolist(), surveys["subset"].astype(str).tolist(), env.values,
+                              env.usable, env.faults, opts.grid, patch_size, list(specs))
     return plan, decoder
 
 

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 # GeoPlant's implementations predate this module and are the shared ones: one copy, used by all.
+from miam_cli.data.confine import Confinement
 from miam_cli.data.geoplant import _id_string as id_text
 from miam_cli.data.geoplant import patch_tokens
 from miam_cli.errors import UserError
@@ -40,7 +41,7 @@ __all__ = [
     "RasterWindowReader", "LogMelParams", "EmbeddingTable", "id_text", "patch_tokens", "square_resize",
     "load_bands", "read_audio", "resample", "mel_filterbank", "log_mel_tokens", "grid_index", "grid_lookup",
     "location_encoding", "raster_points", "raster_pixels", "read_embeddings", "embedding_source",
-    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES",
+    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "check_confined",
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
@@ -86,10 +87,12 @@ class TableSource:
 
 @dataclass
 class FileSource:
-    """Each sample's own input (a path, several paths, a pixel position) decoded by `reader`."""
+    """Each sample's own input (a path, several paths, a pixel position) decoded by `reader`; paths
+    outside `confine`'s root are `outside_root` faults and never opened (see `miam_cli.data.confine`)."""
 
     keys: list  # per sample: what `reader` takes
     reader: Reader
+    confine: Confinement | None = None
 
     def read(self, rows: range, sample_ids: list[str], modality: str):
         T, F = self.reader.shape
@@ -100,6 +103,7 @@ class FileSource:
                 return many[0], many[1], []
         for j, r in enumerate(rows):
             try:
+                check_confined(self.confine, self.keys[r])
                 tokens, ok = self.reader(self.keys[r])
                 if tokens.shape != (T, F):
                     raise Fault("wrong_shape", _first_path(self.keys[r]), f"tokens {list(tokens.shape)}, expected {[T, F]}")
@@ -127,6 +131,17 @@ class SourceDecoder:
             values[m], valid[m], found = source.read(rows, self.sample_ids, m)
             faults += found
         return ChunkData(values, valid, faults)
+
+
+def check_confined(confine: Confinement | None, key) -> None:
+    """Raise an `outside_root` Fault when a path of `key` resolves outside the confinement's root."""
+    if confine is None:
+        return
+    for p in key if isinstance(key, (list, tuple)) else [key]:
+        if isinstance(p, (str, Path)):
+            reason = confine.why_not(p)
+            if reason:
+                raise Fault("outside_root", p, reason)
 
 
 def _paths(key) -> list[Path]:

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from miam_cli.data import readers as R
+from miam_cli.data.confine import SAFE_ID, Confinement
+from miam_cli.data.geoplant import read_csv_table
 from miam_cli.errors import UserError
 from miam_cli.store.schema import ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
@@ -50,6 +52,7 @@ class TaxaBenchOptions:
     audio: R.LogMelParams = field(default_factory=R.LogMelParams)
     location_scales: int = 8
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    allow_outside_root: bool = False  # read files that resolve outside the raw folder (symlinks out)
 
 
 # ---------------------------------------------------------------- observations, classes, split
@@ -58,7 +61,7 @@ def read_observations(raw: Path) -> tuple[pd.DataFrame, dict]:
     path = raw / OBSERVATIONS_FILE
     if not path.is_file():
         raise UserError(f"{raw}: no {OBSERVATIONS_FILE} (the TaxaBench-8k observation table)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = read_csv_table(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("id", "latitude", "longitude") if c not in df.columns]
     label = "taxon_id" if "taxon_id" in df.columns else "scientific_name"
     if missing or label not in df.columns:
@@ -70,10 +73,12 @@ def read_observations(raw: Path) -> tuple[pd.DataFrame, dict]:
         "cls": df[label].map(R.id_text),
         "name": df["scientific_name"] if "scientific_name" in df.columns else df[label],
     })
-    bad = obs["id"].eq("") | obs["lon"].isna() | obs["lat"].isna() | ~obs["lat"].between(-90, 90) | ~obs["lon"].between(-180, 180)
-    unlabelled = obs["cls"].isin(["", "nan"])
-    dropped = {k: int(v.sum()) for k, v in (("observation_without_coordinates", bad), ("observation_without_taxon", unlabelled & ~bad)) if v.any()}
-    obs = obs[~bad & ~unlabelled]
+    invalid_id = ~obs["id"].str.match(SAFE_ID)  # an id names the observation's files: never a path
+    bad = ~invalid_id & (obs["lon"].isna() | obs["lat"].isna() | ~obs["lat"].between(-90, 90) | ~obs["lon"].between(-180, 180))
+    unlabelled = ~invalid_id & ~bad & obs["cls"].isin(["", "nan"])
+    dropped = {k: int(v.sum()) for k, v in (("observation_with_invalid_id", invalid_id), ("observation_without_coordinates", bad),
+                                            ("observation_without_taxon", unlabelled)) if v.any()}
+    obs = obs[~invalid_id & ~bad & ~unlabelled]
     duplicated = obs["id"].duplicated()
     if duplicated.any():
         raise UserError(f"{path}: {int(duplicated.sum())} duplicate observation id(s), e.g. {obs['id'][duplicated].iloc[0]}")
@@ -139,19 +144,22 @@ def _file_keys(raw: Path, modality: str, ids: list[str], default_suffix: str) ->
 def raw_sources(raw: Path, obs: pd.DataFrame, opts: TaxaBenchOptions):
     """(modality specs, sources) for every modality whose folder or file exists; the others are left out."""
     ids, specs, sources = obs["id"].tolist(), {}, {}
+    confine = Confinement.at(raw, opts.allow_outside_root)
     image = R.ImageReader(RGB, opts.image_size, opts.grid, mode="RGB")  # grayscale photos still give 3 bands
     for m, suffix in (("ground", ".jpg"), ("satellite", ".jpeg")):
         if (raw / FOLDERS[m]).is_dir():
             specs[m] = _image_spec(image, m)
-            sources[m] = R.FileSource(_file_keys(raw, m, ids, suffix), image)
+            sources[m] = R.FileSource(_file_keys(raw, m, ids, suffix), image, confine)
     if (raw / FOLDERS["audio"]).is_dir():
         audio = R.AudioReader(opts.audio)
         specs["audio"] = ModalitySpec(kind="audio", tokens=opts.audio.tokens, features=opts.audio.n_mels, dtype="float32",
                                       axes={"time": opts.audio.time_axis()},
                                       description=f"log-mel ({opts.audio.n_mels} mels) of the first {opts.audio.seconds:g} s, "
                                                   f"{opts.audio.tokens} time segments")
-        sources["audio"] = R.FileSource(_file_keys(raw, "audio", ids, ".wav"), audio)
+        sources["audio"] = R.FileSource(_file_keys(raw, "audio", ids, ".wav"), audio, confine)
     if (raw / RASTER_FILE).is_file():
+        if confine.why_not(raw / RASTER_FILE):
+            raise UserError(confine.why_not(raw / RASTER_FILE))
         specs["environment"] = ModalitySpec(kind="tabular", tokens=len(ENV_VARIABLES), features=1, dtype="float32",
                                             axes={"variable": ENV_VARIABLES},
                                             description="elevation and bio1..bio19 (z-scored) at the observation's cell")
@@ -207,6 +215,9 @@ def plan_taxabench(raw: Path, opts: TaxaBenchOptions) -> tuple[StorePlan, R.Sour
         raise UserError(f"{raw}: no such directory")
     if opts.min_per_class < 1:
         raise UserError(f"--min-per-class {opts.min_per_class}: must be >= 1")
+    reason = Confinement.at(raw, opts.allow_outside_root).why_not(raw / OBSERVATIONS_FILE)
+    if reason:
+        raise UserError(reason)
     obs, dropped = read_observations(raw)
     obs, rare = keep_frequent(obs, opts.min_per_class)
     obs["split"] = stratified_split(obs["cls"].to_numpy(), opts.fractions, opts.seed)

@@ -13,12 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from miam_cli.errors import UserError, did_you_mean
+from miam_cli.files import read_yaml, yaml_problem
 from miam_cli.masking.strategies import STRATEGIES
 
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # inf and NaN are never meaningful settings: `train.weight_decay=.inf` once trained to NaN and exited 0
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -42,8 +44,8 @@ class _MaskingBase(_Section):
     from the strategy registry, their single source)."""
 
     strategy: Literal[tuple(STRATEGIES)] = "miam"  # type: ignore[valid-type]
-    monitor_every: int = Field(1, ge=1, description="epochs between imbalance evaluations")
-    monitor_steps: int = Field(0, ge=0, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
+    monitor_every: int = Field(1, ge=1, le=100000, description="epochs between imbalance evaluations")
+    monitor_steps: int = Field(0, ge=0, le=1 << 30, description="also update s_m, d_m, r_m every this many training steps (0: epoch ends only)")
     monitor: Literal["paper", "noise-aware"] = Field(
         "paper", description="imbalance monitor: the paper's d_m = |Δs_m|, or d_m beyond its paired standard error with bounded r_m steps")
     window: int = Field(2, ge=1, le=20, description="noise-aware monitor: evaluations the learning speed spans")
@@ -53,7 +55,7 @@ class _MaskingBase(_Section):
     score: Literal["skill", "raw"] = Field(
         "skill", description="s_m for the imbalance ratios: skill above chance (AUC − 0.5, top-1 − 1/C, rescaled) or the raw metric")
     eps: float = Field(1e-4, gt=0, le=1, description="added to d_m so a plateau cannot divide by zero")
-    monitor_samples: int = Field(0, ge=0, description="validation samples used for s_m (0 = all)")
+    monitor_samples: int = Field(0, ge=0, le=1 << 40, description="validation samples used for s_m (0 = all)")
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -87,17 +89,17 @@ class TrainSection(_Section):
     epochs: int = Field(10, ge=1, le=100000)
     batch_size: int = Field(256, ge=1, le=1 << 20)
     lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.05, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(0.05, ge=0, le=10)
+    warmup_epochs: float = Field(1.0, ge=0, le=100000)
     schedule: Literal["cosine", "constant"] = "cosine"
-    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
-    seed: int = 0
+    grad_clip: float = Field(1.0, ge=0, le=1e6, description="0 disables clipping")
+    seed: int = Field(0, ge=0, lt=1 << 62)
     class_weighting: bool = False
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N | mps")
     amp: bool = True
-    max_memory_gb: float = Field(4.0, gt=0, description="splits larger than this are streamed from the store")
-    threads: int | None = Field(None, ge=1, description="CPU threads in all on this node (shared by torchrun's ranks); "
-                                                        "default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the CPUs available")
+    max_memory_gb: float = Field(4.0, gt=0, le=1 << 20, description="splits larger than this are streamed from the store")
+    threads: int | None = Field(None, ge=1, le=4096, description="CPU threads in all on this node (shared by torchrun's ranks); "
+                                                              "default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the CPUs available")
     loggers: list[Literal["csv", "tensorboard"]] = Field(
         default_factory=lambda: ["csv"],
         description="csv: metrics.csv and imbalance.csv (always written); tensorboard: also RUN_DIR/tensorboard/ "
@@ -107,7 +109,7 @@ class TrainSection(_Section):
 class EvalSection(_Section):
     split: Literal["train", "val", "test"] = "test"
     checkpoint: Literal["best", "last"] = "best"
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, le=1 << 20)
 
 
 class Recipe(_Section):
@@ -169,10 +171,7 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     from miam_cli.packaged import find_recipe
 
     path = find_recipe(path).path
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, "recipe") or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping (got {type(data).__name__})")
     for item in overrides:
@@ -197,7 +196,10 @@ def apply_override(data: dict, item: str) -> None:
             raise UserError(f"override {item!r}: {p} is not a section")
         node = node[p]
     node.pop("lambda", None) if parts[-1] == "lam" else None
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:  # `train.epochs=[1,`, or a tag such as !!python/object
+        raise UserError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)})") from None
 
 
 def validate_recipe(data: dict, source: str = "recipe") -> Recipe:

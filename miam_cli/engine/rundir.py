@@ -13,8 +13,9 @@ from pathlib import Path
 
 from miam_cli import __version__
 from miam_cli.engine import dist
-from miam_cli.engine.recipe import Recipe, recipe_to_yaml
+from miam_cli.engine.recipe import Recipe, recipe_to_yaml, validate_recipe
 from miam_cli.errors import UserError
+from miam_cli.files import read_yaml, writable_folder
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
 
 
@@ -49,13 +50,19 @@ class RunDir:
     @staticmethod
     def _claim(recipe: Recipe, out: Path | None, resume: bool) -> Path:
         path = Path(out) if out is not None else default_run_path(recipe)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path}: is a file, not a run directory (--out names a folder)")
         if path.exists() and any(path.iterdir()) and not resume:
             raise UserError(f"{path} already holds a run; pass --resume to continue it or --out for a new one")
         if resume and not (path / "recipe.yaml").exists() and out is None:
             raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "checkpoints").mkdir(exist_ok=True)
+        writable_folder(path / "checkpoints", "run directory")
         return path
+
+    def remove_temporaries(self) -> None:
+        """Half-written files a killed process left (atomic writes name them `.<name>.<random>.tmp`)."""
+        for f in self.path.glob(".*.tmp"):
+            f.unlink(missing_ok=True)
 
     def write_start(self, recipe: Recipe, trainer) -> None:
         atomic_write_text(self.path / "recipe.yaml", recipe_to_yaml(recipe))
@@ -69,6 +76,15 @@ class RunDir:
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in keys})
         atomic_write_text(self.path / name, buf.getvalue())
+
+
+def run_recipe(run_dir: Path) -> dict:
+    """The resolved recipe a run was trained with (its `recipe.yaml`), validated like any recipe."""
+    path = Path(run_dir) / "recipe.yaml"
+    data = read_yaml(path, "run recipe")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a run's recipe (a YAML mapping is expected)")
+    return validate_recipe(data, source=str(path)).dump()
 
 
 def default_run_path(recipe: Recipe) -> Path:

@@ -32,11 +32,13 @@ import torch
 from miam_cli import plotstyle, threads
 from miam_cli.data.batch import load_split
 from miam_cli.engine import dist
-from miam_cli.engine.checkpoint import load_checkpoint, save_checkpoint
+from miam_cli.engine.checkpoint import best_epoch_of, commit_epoch, load_checkpoint, reconcile, save_checkpoint
+from miam_cli.engine.device import resolve_device
 from miam_cli.engine.loggers import Loggers
 from miam_cli.engine.recipe import Recipe
 from miam_cli.engine.rundir import RunDir
-from miam_cli.errors import UserError
+from miam_cli.engine.signals import STOP_SIGNALS, stop_received
+from miam_cli.errors import RuntimeFailure, UserError, describe_os_error
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.evaluate.metrics import compute_metrics
 from miam_cli.evaluate.predict import evaluate, group_visibility, predict
@@ -73,6 +75,7 @@ class TrainState:
     step_in_epoch: int = 0  # batches done in the current (unfinished) epoch
     global_step: int = 0
     best: float = -math.inf
+    best_epoch: int = 0  # the epoch best.pt holds (0: none yet)
     order_state: torch.Tensor | None = None  # order_gen state at the start of the current epoch
     rows: list[dict] = field(default_factory=list)  # metrics.csv so far
     loss_sum: float = 0.0
@@ -86,7 +89,7 @@ class Trainer:
         self.recipe, self.run, self.progress, self.log = recipe, run, progress, log
         self.env = dist.current()
         cfg = recipe.train
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        self.device = resolve_device(cfg.device)
         self.store = TokenStore(recipe.store)
         self.groups = recipe.groups(self.store.modalities)
         if recipe.oracle:
@@ -165,7 +168,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "order": self.order_gen.get_state(), "mask": self.mask_gen.get_state(),
                     "order_epoch_start": s.order_state if s.order_state is not None else self.order_gen.get_state()},
             "progress": {"epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step, "best": s.best,
-                         "loss_sum": s.loss_sum, "p_sum": list(s.p_sum), "alone_sum": list(s.alone_sum),
+                         "best_epoch": s.best_epoch, "loss_sum": s.loss_sum, "p_sum": list(s.p_sum), "alone_sum": list(s.alone_sum),
                          "samples": s.samples},
             "metrics": s.rows,
             "recipe": self.recipe.dump(),
@@ -173,8 +176,8 @@ class Trainer:
             "task": self.task,
         }
 
-    def restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    def restore(self, path: Path, ckpt: dict | None = None) -> None:
+        ckpt = load_checkpoint(path) if ckpt is None else ckpt
         if ckpt.get("model_config") != self.model.model_config():
             raise UserError(f"{path}: the checkpoint's model does not match the recipe (changed model or store?)")
         self.model.load_state_dict(ckpt["model"])
@@ -187,7 +190,7 @@ class Trainer:
         self.mask_gen.set_state(ckpt["rng"]["mask"])
         p = ckpt["progress"]
         self.state = TrainState(epoch=p["epoch"], step_in_epoch=p["step_in_epoch"], global_step=p["global_step"], best=p["best"],
-                                order_state=ckpt["rng"]["order_epoch_start"], rows=list(ckpt["metrics"]),
+                                best_epoch=best_epoch_of(ckpt) or 0, order_state=ckpt["rng"]["order_epoch_start"], rows=list(ckpt["metrics"]),
                                 loss_sum=p["loss_sum"], p_sum=list(p["p_sum"]),
                                 # absent in checkpoints written before the count existed: start from 0
                                 alone_sum=list(p.get("alone_sum", [0.0] * self.layout.num_groups)),
@@ -213,6 +216,8 @@ class Trainer:
     def _fit(self, stop_after_steps: int | None) -> dict:
         cfg = self.recipe.train
         steps_this_run = 0
+        if self._stop_requested and self.state.epoch < cfg.epochs:  # stopped during start-up: no step taken
+            self._stop(self.state.step_in_epoch)
         while self.state.epoch < cfg.epochs:
             order = self._epoch_order()
             start = time.monotonic()
@@ -268,6 +273,8 @@ class Trainer:
         with self._autocast():
             logits = self.ddp_model({m: batch.values[m] for m in names}, keep)
             loss = self.loss_fn(logits.float(), batch.target)
+        if dist.any_true(not bool(torch.isfinite(loss.detach())), self.env):  # every rank stops before a NaN step
+            self._non_finite(f"the training loss is not finite ({float(loss.detach())})")
         if weight != 1.0:  # slice mean x W n_local / n: DDP's average over ranks is then the global mean
             loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
@@ -299,6 +306,8 @@ class Trainer:
         row.update(self._validate())
         row["seconds"] = seconds
         row["samples_per_s"] = len(self.train_data) / max(seconds, 1e-9)
+        if not all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values()):
+            self._non_finite("the model's weights are not finite")
         s.rows.append(row)
         self.loggers.epoch(s.global_step, row, self.metric)
         s.epoch, s.step_in_epoch, s.loss_sum, s.order_state = s.epoch + 1, 0, 0.0, None
@@ -306,12 +315,19 @@ class Trainer:
         improved = row[f"val_{self.metric}"] > s.best or not math.isfinite(s.best)
         if improved and math.isfinite(row[f"val_{self.metric}"]):
             s.best = row[f"val_{self.metric}"]
-        self.save("last")
         if improved:
-            self.save("best")
-        if self.env.is_main:
+            s.best_epoch = s.epoch
+        if self.env.is_main:  # checkpoints first, then metrics.csv: resume rewrites the table from last.pt
+            commit_epoch(self.run.checkpoints, self.checkpoint_state(), improved)
             self._write_metrics()
         self.log(self._epoch_line(row))
+
+    def _non_finite(self, what: str) -> None:
+        """Stop (exit 1) before a non-finite step or checkpoint: best.pt and last.pt keep the last finite state."""
+        s = self.state
+        kept = f"checkpoints keep epoch {s.epoch}" if s.epoch else "no checkpoint was written"
+        raise RuntimeFailure(f"epoch {s.epoch + 1}, step {s.step_in_epoch + 1}: {what}; training stopped ({kept}). "
+                             "Lower train.lr, or check the store with `miam store verify`")
 
     def _validate(self) -> dict:
         """Full-input validation metric, and every `monitor_every` epochs the unimodal s_m (all ranks agree:
@@ -388,17 +404,34 @@ class Trainer:
             self._stop_requested = True
 
         previous = {}
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 previous[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not in the main thread (e.g. called from a test runner thread)
                 pass
+        self._stop_requested = self._stop_requested or stop_received()  # a signal during start-up
         return previous
 
     @staticmethod
     def _restore_signal_handlers(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _resume(trainer: Trainer, run: RunDir, log) -> None:
+    """Continue from last.pt, after repairing what a crash may have left (a half-committed epoch, a
+    metrics.csv behind the checkpoint): the run then reads as if it had stopped at a clean point."""
+    last_path = run.checkpoints / "last.pt"
+    last = load_checkpoint(last_path) if last_path.exists() else None
+    if trainer.env.is_main:
+        reconcile(run.checkpoints, last, log)
+        run.remove_temporaries()
+    if last is None:
+        log(f"{run.path}: no last.pt yet, starting from scratch")
+        return
+    trainer.restore(last_path, last)
+    if trainer.env.is_main and trainer.state.rows:
+        trainer._write_metrics()  # the table the checkpoint vouches for (a crash may have cut the last write)
 
 
 def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progress=None, log=print,
@@ -416,15 +449,16 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
         stack.enter_context(threads.limited(recipe.train.threads, log, label="train.threads"))
         trainer = Trainer(recipe, run, progress, log)
         stack.enter_context(deterministic_on_cpu(trainer.device))
-        if resume and (run.checkpoints / "last.pt").exists():
-            trainer.restore(run.checkpoints / "last.pt")
-        elif resume:
-            log(f"{run.path}: no last.pt yet, starting from scratch")
+        if resume:
+            _resume(trainer, run, log)
         if trainer.env.is_main:
             run.write_start(recipe, trainer)
         trainer.fit(stop_after_steps)
         dist.barrier(trainer.env)  # every rank returns once rank 0 has written the last epoch's files
         return run.path
+    except OSError as e:  # a full disk, a folder made read-only: the run dir is as the last commit left it
+        raise RuntimeFailure(f"{describe_os_error(e)}; training stopped. The run keeps its last committed epoch: "
+                             "fix the cause, then continue with `miam train RECIPE --out RUN_DIR --resume`") from None
     finally:
         stack.close()
         dist.shutdown()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-
+from miam_cli.engine.rundir import run_recipe
 from miam_cli.errors import UserError
+from miam_cli.files import writable_folder
 from miam_cli.evaluate.metrics import primary_metric
 from miam_cli.store.atomic import atomic_write, atomic_write_text
 
@@ -62,9 +62,9 @@ def run_info(run_dir: Path, split: str = "test") -> dict:
     table_path = run_dir / "eval" / "subsets.csv"
     if not table_path.exists():
         raise UserError(f"{run_dir}: no eval/subsets.csv; run `miam eval-subsets {run_dir}` first")
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe = run_recipe(run_dir)
     masking = recipe.get("masking", {})
-    if "lam" in masking:  # runs written before recipe.yaml used the key users write
+    if "lam" in masking:  # labels use the key users write (`masking.lambda=2`), not the field name
         masking["lambda"] = masking.pop("lam")
     table = pd.read_csv(table_path)
     if "split" in table.columns:
@@ -206,7 +206,7 @@ def caption(agg: pd.DataFrame, markdown: bool) -> str:
 def write_compare(agg: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     mean, std, columns = wide_table(agg)
     best = best_per_column(mean)
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(Path(out_dir), "--out folder")
     flat = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     atomic_write(out_dir / "compare.csv", lambda p: flat.to_csv(p, index_label="strategy"))
     lines = [f"| strategy | {' | '.join(columns)} |", "| --- |" + " --- |" * len(columns)]

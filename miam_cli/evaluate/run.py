@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import torch
-import yaml
 
 from miam_cli.data.batch import load_split
 from miam_cli.engine.checkpoint import load_model
+from miam_cli.engine.device import resolve_device
+from miam_cli.engine.rundir import run_recipe
 from miam_cli.errors import UserError
 from miam_cli.evaluate.metrics import MetricSet, metric_set
+from miam_cli.files import read_json
 from miam_cli.store.reader import TokenStore
 
 
@@ -54,29 +55,38 @@ class LoadedRun:
         return load_split(self.store, name, self.layout.names, max_bytes)
 
 
-def resolve_device(name: str) -> str:
-    """`auto` -> cuda when a GPU is there, else cpu; anything else as given."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def open_run(run_dir: Path, which: str = "best", device: str = "cpu") -> LoadedRun:
     run_dir = Path(run_dir)
-    device = resolve_device(device)
+    device = str(resolve_device(device))  # a device this machine lacks: exit 2, not a torch error
     if not (run_dir / "checkpoints" / f"{which}.pt").exists():
         raise UserError(f"{run_dir}: no checkpoints/{which}.pt (is the training finished? try --checkpoint last)")
     model, ckpt = load_model(run_dir, which, map_location=device)
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    missing = [k for k in ("groups", "task", "recipe") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of a miam training run (no key {', '.join(map(repr, missing))})")
+    store = TokenStore(_store_path(run_dir))
+    for m in model.layout.modalities:  # the store the run names must still be the one it was trained on
+        spec = store.meta.modalities.get(m.name)
+        if spec is None or (spec.tokens, spec.features) != (m.tokens, m.features):
+            raise UserError(f"{path}: the model reads {m.name} as {m.tokens} tokens x {m.features} features, "
+                            f"but the store {store.path} has " + (f"{spec.tokens} x {spec.features}" if spec else "no such modality"))
     model.to(device)
-    return LoadedRun(run_dir, model, ckpt, TokenStore(_store_path(run_dir)), which)
+    return LoadedRun(run_dir, model, ckpt, store, which)
 
 
 def _store_path(run_dir: Path) -> Path:
     """The recipe's store, as written (relative to where training ran), else the absolute path in env.json."""
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe = run_recipe(run_dir)
     candidates = [Path(recipe["store"])]
+    if (candidates[0] / "store.json").exists():
+        return candidates[0]
     env_file = run_dir / "env.json"
     if env_file.exists():
-        candidates.append(Path(json.loads(env_file.read_text()).get("store", "")))
-    for c in candidates:
+        env = read_json(env_file, "run environment")
+        if isinstance(env, dict) and isinstance(env.get("store"), str):
+            candidates.append(Path(env["store"]))
+    for c in candidates[1:]:
         if (c / "store.json").exists():
             return c
     raise UserError(f"{run_dir}: its store {recipe['store']} is not found (looked at {', '.join(map(str, candidates))})")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from miam_cli.engine.recipe import load_recipe
+from miam_cli.files import writable_folder
 
 
 @dataclass
@@ -38,7 +39,7 @@ def demo_recipe_path(name: str = "demo") -> Path:
 
 
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> dict:
-    out = Path(opts.out)
+    out = writable_folder(Path(opts.out), "--out folder")
     raw, store, runs = out / "data" / "geoplant", out / "stores" / "geoplant", out / "runs"
     timings: dict[str, float] = {}
 

@@ -1,6 +1,9 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic file writes: write to a temporary file beside the target, flush it to disk, then rename.
 
-A reader never sees half a file, and an interrupted write leaves the old file intact.
+A reader never sees half a file, and an interrupted write leaves the old file intact. The data is
+fsynced before the rename (and the folder after it), so a power cut cannot leave the new name on an
+empty file. A failure of the system (a full disk, a read-only folder) is raised as an `OSError`
+naming the target file, not the temporary one.
 """
 
 from __future__ import annotations
@@ -15,16 +18,41 @@ from typing import Callable
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)` then rename tmp_path onto `path` (same directory, so same filesystem)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any file written
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any file written
         write(Path(tmp))
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+        _fsync(path.parent)
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems cannot fsync a folder: the file itself was synced
+        if not os.path.isdir(path):
+            raise e
+    finally:
+        os.close(fd)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error about `path` (the file the user knows), keeping errno and its text."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))  # OSError picks the subclass from errno
 
 
 def _umask() -> int:

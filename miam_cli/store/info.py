@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from miam_cli.store.integrity import CHECKSUMMED_SINCE, check_structure
 from miam_cli.store.labels import split_label_counts
 from miam_cli.store.reader import TokenStore
 
 
 def store_summary(path: Path) -> dict:
+    """The summary, after the structural check (a store missing arrays or chunks is refused, exit 2)."""
     store = TokenStore(path)
+    check_structure(store)
     meta, report = store.meta, store.report
     missing = report.get("missing_rate", {})
     modalities = []
@@ -27,6 +30,9 @@ def store_summary(path: Path) -> dict:
         "store": str(path),
         "dataset": meta.dataset,
         "format": f"{meta.format} v{meta.version}",
+        "checked": "structure (tables, array shapes" + (", every chunk file present; `miam store verify` reads them)"
+                                                         if meta.version >= CHECKSUMMED_SINCE else
+                                                         "; a version-1 store has no chunk checksums)"),
         "task": meta.task.model_dump(),
         "samples": meta.num_samples,
         "splits": meta.splits,

@@ -17,7 +17,8 @@ import pandas as pd
 import zarr
 
 from miam_cli.errors import UserError
-from miam_cli.store.schema import PREDICT_SPLIT, StoreMeta
+from miam_cli.store.integrity import check_structure, first_bad_chunk
+from miam_cli.store.schema import FORMAT_VERSION, PREDICT_SPLIT, READABLE_VERSIONS, StoreMeta
 
 
 class TokenStore:
@@ -28,25 +29,43 @@ class TokenStore:
             hint = " (an unfinished prepare? run it again to resume)" if (self.path / "_progress").exists() else ""
             raise UserError(f"{self.path} is not a token store: no store.json{hint}")
         try:
-            self.meta = StoreMeta.model_validate(json.loads(meta_file.read_text()))
-        except (ValueError, json.JSONDecodeError) as e:
-            raise UserError(f"{meta_file}: not a valid miam store.json: {str(e).splitlines()[0]}") from None
+            self.meta = StoreMeta.model_validate(json.loads(meta_file.read_bytes()))
+        except (ValueError, OSError) as e:  # JSON, UTF-8 and pydantic errors are ValueErrors
+            raise UserError(f"{meta_file}: not a valid miam store.json: {(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+        if self.meta.version not in READABLE_VERSIONS:
+            newer = self.meta.version > FORMAT_VERSION
+            raise UserError(f"{meta_file}: store format version {self.meta.version} "
+                            + ("is newer than this miam reads; upgrade miam" if newer else "is not one miam ever wrote")
+                            + f" (it reads versions {', '.join(map(str, READABLE_VERSIONS))})")
         self._root = None
         self._root_pid = None
+        self._checked = False
 
     # ---------- tables ----------
     @cached_property
     def samples(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "samples.parquet")
+        return self._table("samples.parquet")
 
     @cached_property
     def classes(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "classes.parquet")
+        return self._table("classes.parquet")
+
+    def _table(self, name: str) -> pd.DataFrame:
+        path = self.path / name
+        try:  # page checksums exist in version-2 stores; older tables have none to verify
+            return pd.read_parquet(path, page_checksum_verification=self.meta.version >= 2)
+        except FileNotFoundError:
+            raise UserError(f"{path}: missing (the store is incomplete; prepare it again)") from None
+        except Exception as e:  # truncated, bit flips, not Parquet
+            raise UserError(f"{path}: unreadable ({type(e).__name__}); the store is damaged, prepare it again") from None
 
     @cached_property
     def report(self) -> dict:
         f = self.path / "prepare-report.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        try:
+            return json.loads(f.read_bytes()) if f.exists() else {}
+        except (ValueError, OSError):
+            raise UserError(f"{f}: unreadable (damaged JSON)") from None
 
     @property
     def modalities(self) -> list[str]:
@@ -82,16 +101,28 @@ class TokenStore:
     # ---------- tokens ----------
     @property
     def root(self):
+        if not self._checked:  # tables, shapes and chunk files agree with store.json, before any token is read
+            check_structure(self)
+            self._checked = True
         if self._root is None or self._root_pid != os.getpid():
             self._root = zarr.open_group(self.path / "tokens.zarr", mode="r")
             self._root_pid = os.getpid()
         return self._root
 
+    def _array_read(self, modality: str, key: str, idx: np.ndarray) -> np.ndarray:
+        """Rows `idx` of one array; a damaged chunk (checksum, truncation) is a UserError naming its file."""
+        array = self.root[modality][key]
+        try:
+            return array.get_orthogonal_selection((idx,) + (slice(None),) * (array.ndim - 1))
+        except Exception:
+            raise UserError(f"{first_bad_chunk(array, self.path / 'tokens.zarr' / modality / key, idx)}; "
+                            f"the store is damaged (`miam store verify {self.path}` lists every bad chunk)") from None
+
     def read(self, modality: str, indices: np.ndarray, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Values float32 [n, T, F] (normalised, invalid tokens = 0) and validity bool [n, T]."""
         valid = self.read_valid(modality, indices)  # checks the modality name first
         idx = np.asarray(indices, dtype=np.int64)
-        values = np.asarray(self.root[modality]["values"].get_orthogonal_selection((idx, slice(None), slice(None))), dtype=np.float32)
+        values = np.asarray(self._array_read(modality, "values", idx), dtype=np.float32)
         if normalize:
             values = self.normalize(modality, values)
         values[~valid] = 0.0
@@ -102,7 +133,7 @@ class TokenStore:
         if modality not in self.meta.modalities:
             raise UserError(f"unknown modality {modality!r}; this store has {', '.join(self.modalities)}")
         idx = np.asarray(indices, dtype=np.int64)
-        return np.asarray(self.root[modality]["valid"].get_orthogonal_selection((idx, slice(None))), dtype=bool)
+        return np.asarray(self._array_read(modality, "valid", idx), dtype=bool)
 
     def normalize(self, modality: str, values: np.ndarray) -> np.ndarray:
         norm = self.meta.modalities[modality].normalization

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FORMAT_NAME = "miam-token-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: crc32c checksums on every chunk, every chunk written, table digests (`files`)
+READABLE_VERSIONS = (1, 2)
 
 ModalityKind = Literal["tabular", "image", "timeseries", "audio", "embedding", "location"]
 TaskType = Literal["multilabel", "multiclass"]
@@ -79,6 +80,7 @@ class StoreMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: Literal["miam-token-store"] = FORMAT_NAME
     version: int = FORMAT_VERSION
+    files: dict[str, str] = Field(default_factory=dict)  # table -> "sha256:..." (version 2 on)
     dataset: str
     provenance: dict = Field(default_factory=dict)
     task: TaskSpec

@@ -7,13 +7,21 @@ in. Shard i of n owns chunks c with c % n == i, so two shards never write the sa
 `finalize()` runs once all chunks are done: it gathers the faults into `prepare-report.json`,
 computes normalisation statistics from the train split, and writes `store.json` last: a store is
 complete exactly when `store.json` exists.
+
+Every chunk carries a crc32c checksum and is written even when it holds only zeros (zarr skips such
+chunks by default, and a reader could then not tell a deleted chunk from an empty one); the tables
+carry Parquet page checksums and their SHA-256 in `store.json` (see `miam_cli.store.integrity`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from miam_cli import __version__
 from miam_cli.errors import UserError
+from miam_cli.files import writable_folder
 from miam_cli.store.atomic import atomic_write, atomic_write_json
+from miam_cli.store.integrity import DIGESTED_FILES, file_digest
 from miam_cli.store.labels import split_label_counts
-from miam_cli.store.schema import LABELLED_SPLITS, PREDICT_SPLIT, ModalitySpec, Normalization, StoreMeta, TaskSpec
+from miam_cli.store.schema import FORMAT_VERSION, LABELLED_SPLITS, PREDICT_SPLIT, ModalitySpec, Normalization, StoreMeta, TaskSpec
 
 PROGRESS_DIR = "_progress"
 
@@ -101,6 +112,7 @@ class StoreWriter:
 
     # ---------- set-up ----------
     def begin(self, overwrite: bool = False) -> None:
+        writable_folder(self.path, "store")
         if (self.path / "store.json").exists():
             if not overwrite:
                 raise UserError(f"{self.path} is already a complete token store; pass --overwrite to rebuild it")
@@ -114,14 +126,17 @@ class StoreWriter:
                     f"{self.path} holds an unfinished prepare with different data or settings; "
                     "remove it or pass --overwrite"
                 )
+            if old.get("version", 1) != FORMAT_VERSION:
+                raise UserError(f"{self.path} holds an unfinished prepare from an older miam (store format "
+                                f"{old.get('version', 1)}); pass --overwrite to start it again")
         else:
-            atomic_write_json(plan_file, {"fingerprint": fingerprint, "chunk_size": self.chunk_size})
+            atomic_write_json(plan_file, {"fingerprint": fingerprint, "chunk_size": self.chunk_size, "version": FORMAT_VERSION})
         self._write_tables()
         self._create_arrays()
 
     def _write_tables(self) -> None:
         for name, df in (("samples.parquet", self.plan.samples), ("classes.parquet", self.plan.classes)):
-            atomic_write(self.path / name, lambda p, df=df: df.to_parquet(p, index=False))
+            atomic_write(self.path / name, lambda p, df=df: write_parquet(df, p))
 
     def _create_arrays(self) -> None:
         root = zarr.open_group(self.path / "tokens.zarr", mode="a")
@@ -136,7 +151,8 @@ class StoreWriter:
                     continue
                 chunks = (self.chunk_size,) + shape[1:]
                 try:
-                    group.create_array(key, shape=shape, chunks=chunks, dtype=dtypes[key], fill_value=0)
+                    group.create_array(key, shape=shape, chunks=chunks, dtype=dtypes[key], fill_value=0,
+                                       compressors=[ZstdCodec(level=0), Crc32cCodec()])
                 except Exception:
                     # two shards starting together: the other one created it first, with the same plan
                     if key not in zarr.open_group(self.path / "tokens.zarr" / m, mode="r"):
@@ -160,6 +176,32 @@ class StoreWriter:
     def all_done(self) -> bool:
         return all(self._marker(c).exists() for c in range(self.num_chunks))
 
+    def faults_so_far(self) -> int:
+        """Faults of every chunk written so far, by this run or the interrupted runs it resumes."""
+        done = [c for c in range(self.num_chunks) if self._marker(c).exists()]
+        return sum(len(json.loads(self._marker(c).read_text())["faults"]) for c in done)
+
+    @contextmanager
+    def shard_lock(self, shard: tuple[int, int]):
+        """Hold `_progress/shard-I-of-N.lock` while this shard runs: a second prepare of the same shard
+        into the same store is refused instead of racing the first (shards still run side by side)."""
+        path = self.path / PROGRESS_DIR / f"shard-{shard[0]}-of-{shard[1]}.lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                owner = f.read().strip() or "another process"
+                raise UserError(f"{self.path}: shard {shard[0]}/{shard[1]} is being prepared by {owner}; "
+                                "wait for it to end (or stop it), then run again") from None
+            except OSError:  # a filesystem without locks (some network mounts): run unguarded
+                pass
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            f.flush()
+            yield
+
     def sanitize(self, chunk: int, data: ChunkData) -> ChunkData:
         """Shape-check the adapter's arrays and mark tokens holding NaN/inf missing (each one a fault)."""
         rows = self.chunk_rows(chunk)
@@ -174,14 +216,31 @@ class StoreWriter:
     def write_chunk(self, chunk: int, data: ChunkData) -> None:
         """Write one sanitized chunk; its marker goes last, so a chunk without one is redone on resume."""
         rows = self.chunk_rows(chunk)
-        root = zarr.open_group(self.path / "tokens.zarr", mode="r+")
-        for m, spec in self.plan.modalities.items():
-            root[m]["values"][rows.start : rows.stop] = data.values[m].astype(spec.dtype)
-            root[m]["valid"][rows.start : rows.stop] = data.valid[m]
+        with zarr.config.set({"array.write_empty_chunks": True}):  # a runtime setting, not stored with the array
+            root = zarr.open_group(self.path / "tokens.zarr", mode="r+")
+            for m, spec in self.plan.modalities.items():
+                root[m]["values"][rows.start : rows.stop] = data.values[m].astype(spec.dtype)
+                root[m]["valid"][rows.start : rows.stop] = data.valid[m]
         atomic_write_json(self._marker(chunk), {"rows": [rows.start, rows.stop], "faults": data.faults})
 
     # ---------- finalize ----------
     def finalize(self) -> StoreMeta:
+        """Once, under a lock: two shards that finish together must not both write (and remove) the same files."""
+        meta_file = self.path / "store.json"
+        try:
+            lock = open(self.path / PROGRESS_DIR / "finalize.lock", "a")
+        except FileNotFoundError:  # `_progress` is gone: another shard finalised the store
+            return StoreMeta.model_validate_json(meta_file.read_bytes())
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except OSError:  # no locks on this filesystem
+                pass
+            if meta_file.exists():
+                return StoreMeta.model_validate_json(meta_file.read_bytes())
+            return self._finalize()
+
+    def _finalize(self) -> StoreMeta:
         if not self.all_done():
             missing = [c for c in range(self.num_chunks) if not self._marker(c).exists()]
             raise UserError(f"{self.path}: {len(missing)} chunk(s) not prepared yet (first: {missing[0]}); run the remaining shards first")
@@ -203,8 +262,10 @@ class StoreWriter:
         report = _report(faults, samples, list(modalities), self.plan.dropped)
         report["labels"] = split_label_counts(samples["labels"], samples["split"], self.plan.task.num_classes)
         atomic_write_json(self.path / "prepare-report.json", report)
-        atomic_write(self.path / "samples.parquet", lambda p: samples.to_parquet(p, index=False))
+        atomic_write(self.path / "samples.parquet", lambda p: write_parquet(samples, p))
         meta = StoreMeta(
+            version=FORMAT_VERSION,
+            files={name: file_digest(self.path / name) for name in DIGESTED_FILES},
             dataset=self.plan.dataset,
             provenance={**self.plan.provenance, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "miam_version": __version__},
             task=self.plan.task,
@@ -216,6 +277,10 @@ class StoreWriter:
         atomic_write_json(self.path / "store.json", meta.model_dump())  # last: marks the store complete
         shutil.rmtree(self.path / PROGRESS_DIR, ignore_errors=True)
         return meta
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    df.to_parquet(path, index=False, write_page_checksum=True)
 
 
 def split_counts(split: pd.Series) -> dict[str, int]:
