@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -209,9 +208,3 @@ def shard_request(text: str | None, merge: bool) -> tuple[int, int] | None:
     text = None if merge else shard_from_env(text)
     return parse_shard(text) if text else None
 
-
-@contextmanager
-def timed(label: str):
-    start = time.monotonic()
-    yield
-    log(f"{label} in {time.monotonic() - start:.1f}s")

@@ -1,4 +1,5 @@
-"""The one format between data and model, and a torch Dataset over a token store."""
+"""The one format between data and model (`Batch`), and the two ways a split of a token store becomes
+batches: held in memory (`SplitTensors`) or streamed from zarr (`StoreBatches`)."""
 
 from __future__ import annotations
 
@@ -47,15 +48,6 @@ class Batch:
             {m: v.to(device, non_blocking=True) for m, v in self.valid.items()},
             self.target.to(device, non_blocking=True),
             self.index.to(device, non_blocking=True),
-        )
-
-    @staticmethod
-    def collate(items: list["Batch"]) -> "Batch":
-        return Batch(
-            {m: torch.cat([b.values[m] for b in items]) for m in items[0].values},
-            {m: torch.cat([b.valid[m] for b in items]) for m in items[0].valid},
-            torch.cat([b.target for b in items]),
-            torch.cat([b.index for b in items]),
         )
 
 

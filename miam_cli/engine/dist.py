@@ -191,8 +191,3 @@ def broadcast_object(obj: Any, env: DistEnv) -> Any:
     box = [obj]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def broadcast_text(text: str | None, env: DistEnv) -> str:
-    """Rank 0 decides (e.g. the run dir name), every rank gets the same string."""
-    return broadcast_object(text, env) or ""

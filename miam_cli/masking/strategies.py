@@ -2,7 +2,7 @@
 
 Every strategy draws, per sample, a vector p = (p_1 … p_M) of per-modality masking probabilities;
 ``miam_cli.masking.keep.build_keep`` then masks each token of modality m with probability p_m.
-See docs/DESIGN.md, "Masking: strategies as distributions on the hypercube".
+The math, and why: docs/architecture.md, "Masking".
 
 All randomness comes from the ``torch.Generator`` passed to ``sample`` (draws are made on the
 generator's device), so a fixed generator seed gives the same draws. Rejection loops redraw only

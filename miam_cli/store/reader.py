@@ -155,8 +155,3 @@ class TokenStore:
         for i, lab in enumerate(labels):
             out[i, np.asarray(lab, dtype=np.int64)] = 1.0
         return out
-
-    def batch(self, indices: np.ndarray, modalities: list[str] | None = None):
-        from miam_cli.data.batch import Batch
-
-        return Batch.from_store(self, indices, modalities)
