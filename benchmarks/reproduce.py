@@ -376,7 +376,8 @@ def main() -> None:
               f"Regenerate with `{command.strip()}` (`make reproduce`; runs are reused from `--work`). "
               f"{len(trained)} models ({len(seeds)} seeds, {args.epochs} epochs each) took {train_minutes:.0f} minutes of "
               f"training on this 2-core machine; this pass took {minutes:.0f} minutes. The earlier study on generator v2 "
-              "is in `docs/results-v2.md`.\n"]
+              "is in `docs/results-v2.md`. **The verdict on issue 13's criteria, and why, is in the discussion at the end "
+              "of this page.**\n"]
     marker = "<!-- discussion -->"
     kept = args.out.read_text().split(marker, 1)[1] if args.out.exists() and marker in args.out.read_text() else ""
     args.out.write_text("\n".join(header + sections) + "\n" + (marker + kept if kept else ""))
