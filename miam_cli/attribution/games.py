@@ -127,6 +127,11 @@ class ModelGame:
         self.evaluations += len(coalitions)
         return out
 
+    def embed(self) -> None:
+        """Embed the split's tokens now (token-dropping models), so that the first coalitions are not
+        charged for it."""
+        self._embedded()
+
     @torch.no_grad()
     def _embedded(self) -> dict[str, torch.Tensor] | None:
         """The split's tokens embedded once (token-dropping models); every coalition reuses them."""

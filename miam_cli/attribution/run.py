@@ -14,6 +14,7 @@ from miam_cli.attribution.estimators import (
     EXACT_MAX_PLAYERS,
     FIXED_COST,
     UNIT_COST,
+    CoalitionCache,
     KernelSampler,
     PermutationSampler,
     ProgressFn,
@@ -109,7 +110,9 @@ def reused_subset_values(run: LoadedRun, players: Players, req: AttributionReque
 
 
 def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: dict | None,
-             progress: ProgressFn | None = None) -> ShapleyResult:
+             progress: ProgressFn | None = None, cache: CoalitionCache | None = None) -> ShapleyResult:
+    """The report's Shapley values. `cache` (around `game`) may hold values measured before, e.g. by
+    `time_per_evaluation`: they are reused, counted in the result's evaluations, and the budget pays for them."""
     P = len(players.names)
     if reuse is not None:
         reuse[frozenset()] = float(game(np.zeros((1, P), bool))[0])
@@ -117,17 +120,25 @@ def estimate(game: ModelGame, players: Players, req: AttributionRequest, reuse: 
         result.evaluations = game.evaluations  # v(none) was evaluated here; the rest came from the table
         result.reused = len(reuse) - game.evaluations
         return result
+    cache = CoalitionCache(game, P) if cache is None else cache
+    spent = cache.evaluations
+    if progress is not None and spent:  # progress counts what the report spent, as the result does
+        progress = (lambda tell: lambda done, *rest: tell(done + spent, *rest))(progress)
     if P <= min(req.exact_max, EXACT_MAX_PLAYERS):
-        return exact_shapley(game, P, players.names)
-    if req.sampler not in SAMPLERS:
-        raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    sampler = SAMPLERS[req.sampler](game, P, budget=req.budget, tolerance=Tolerance.of(req.tolerance), seed=req.seed,
-                                    player_names=players.names, progress=progress)
-    if not req.sharded:
-        return sampler.run()
-    i, n = req.shard
-    pairs = max(1, (req.budget // n - FIXED_COST[req.sampler]) // UNIT_COST[req.sampler](P))  # at most budget / n each
-    return sampler.run(pairs=pairs, first_pair=i * pairs)
+        result = exact_shapley(cache, P, players.names)
+    else:
+        if req.sampler not in SAMPLERS:
+            raise UserError(f"--sampler {req.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        sampler = SAMPLERS[req.sampler](cache, P, budget=max(1, req.budget - spent), tolerance=Tolerance.of(req.tolerance),
+                                        seed=req.seed, player_names=players.names, progress=progress)
+        if not req.sharded:
+            result = sampler.run()
+        else:
+            i, n = req.shard
+            pairs = max(1, (req.budget // n - FIXED_COST[req.sampler]) // UNIT_COST[req.sampler](P))  # at most budget / n each
+            result = sampler.run(pairs=pairs, first_pair=i * pairs)
+    result.evaluations += spent  # the values measured before the estimator started are part of the cost
+    return result
 
 
 def planned_evaluations(players: Players, req: AttributionRequest, reuse: dict | None) -> int:
@@ -141,16 +152,15 @@ def planned_evaluations(players: Players, req: AttributionRequest, reuse: dict |
     return req.budget // req.shard[1] if req.sharded else req.budget
 
 
-def time_per_evaluation(game: ModelGame, seed: int = 0, coalitions: int = 32) -> float:
-    """Seconds per coalition evaluation, measured on a batch of random half-size coalitions after a
-    first call (which embeds the split's tokens once). These calibration evaluations are extra: the
-    estimators count only their own."""
+def time_per_evaluation(cache: CoalitionCache, game: ModelGame) -> float:
+    """Seconds per coalition evaluation, from v(all) and v(none) (on average as many tokens as a
+    half-size coalition), timed once the split's tokens are embedded. Every estimator needs these two
+    values, and `cache` keeps them: the estimate of the time costs no evaluation."""
+    game.embed()
     P = len(game.players.names)
-    game(np.ones((1, P), bool))
-    draws = np.random.default_rng(seed).random((coalitions, P)) < 0.5
     start = time.perf_counter()
-    game(draws)
-    return (time.perf_counter() - start) / coalitions
+    cache.values(np.stack([np.ones(P, bool), np.zeros(P, bool)]))
+    return (time.perf_counter() - start) / 2
 
 
 def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
@@ -173,13 +183,14 @@ def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir:
     game = ModelGame(run, players, target, req.split, device, max_samples=req.max_samples)
     reuse = reused_subset_values(run, players, req)
     planned = planned_evaluations(players, req, reuse)
+    cache = CoalitionCache(game, len(players.names))
     if planned > 1:
-        seconds = planned * time_per_evaluation(game, req.seed, min(32, planned))
+        seconds = planned * time_per_evaluation(cache, game)
         log(f"{len(players.names)} players ({players.axis}), {len(game.batch):,} {req.split} samples: "
             f"up to {planned:,} coalition evaluations, about {_duration(seconds)} at the speed just measured"
             + ("" if planned == 2 ** len(players.names) else "; --budget sets the most, --tolerance stops sooner"))
     tell = None if progress is None else (lambda done, largest, target: progress(done, planned, largest, target))
-    result = estimate(game, players, req, reuse, tell)
+    result = estimate(game, players, req, reuse, tell, cache)
     if not np.isfinite(result.std_errors).all() and not req.sharded:
         log(f"warning: standard errors unknown: {too_few_coalitions(result)}")
     meta = {"run": str(run.path), "strategy": run.strategy, "target": target.label, "split": req.split, "context": req.context,
