@@ -25,6 +25,7 @@ one recorded in the run's store, then confine their own files to their own root,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class GridSpec(BaseModel):
         if self.bbox is not None:
             if self.resolution is None:
                 raise ValueError("a bbox needs a resolution")
+            if not all(math.isfinite(v) for v in (*self.bbox, *self.pixel_size)):
+                raise ValueError(f"bbox {list(self.bbox)}, resolution {self.resolution}: every number must be finite")
             xmin, ymin, xmax, ymax = self.bbox
             if not (xmin < xmax and ymin < ymax):
                 raise ValueError(f"bbox {list(self.bbox)}: expected xmin < xmax and ymin < ymax")
