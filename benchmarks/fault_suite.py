@@ -1,8 +1,9 @@
 """The fault-injection campaign: every case of tests/fault_cases.py, then the table.
 
-    python benchmarks/fault_suite.py                  # everything: ~170 cases (tens of minutes on 2 cores)
+    python benchmarks/fault_suite.py                  # everything: ~270 cases (an hour or more on 2 shared cores)
     python benchmarks/fault_suite.py --fast           # only the cases `make test` runs
     python benchmarks/fault_suite.py --group stores   # one group
+    python benchmarks/fault_suite.py --match map      # the cases whose name holds "map"
     python benchmarks/fault_suite.py --json out.json  # the verdicts, one per case
 
 Prints one row per group — tried, handled, tracebacks, lost, silent, other — and every case not
@@ -32,6 +33,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="only the cases of `make test`")
     ap.add_argument("--group", action="append", help="only these groups (repeatable)")
+    ap.add_argument("--match", action="append", help="only cases whose name contains this (repeatable)")
     ap.add_argument("--bitflips", type=int, default=40, help="bit-flip cases (default 40)")
     ap.add_argument("--json", type=Path, help="write every verdict here")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
@@ -41,7 +43,8 @@ def main() -> int:
 
     torch.set_num_threads(1)
     cases = F.all_cases() + F.bitflip_cases(args.bitflips) + F.process_cases()
-    cases = [c for c in cases if (c.fast or not args.fast) and (not args.group or c.group in args.group)]
+    cases = [c for c in cases if (c.fast or not args.fast) and (not args.group or c.group in args.group)
+             and (not args.match or any(m in c.name for m in args.match))]
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="miam-faults-"))
     start = time.monotonic()
     print(f"building the baseline in {work} ...", file=sys.stderr)

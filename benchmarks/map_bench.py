@@ -55,7 +55,7 @@ def main() -> None:
         run = train(recipe, out=tmp / "run", log=lambda *_: None)
         for res in (args.resolution, args.resolution / 2):
             spec = tmp / f"map-{res}.yaml"
-            spec.write_text(yaml.safe_dump({"dataset": str(land / "spec.yaml"),
+            spec.write_text(yaml.safe_dump({"dataset": str(land / "spec.yaml"), "allow_outside_root": True,  # the spec lies in tmp
                                             "grid": {"bbox": list(REGION), "resolution": res, "crs": "EPSG:4326"}}))
             out = subprocess.run([sys.executable, "-c", CHILD, str(run), str(spec), str(tmp / f"map-{res}.tif"), str(args.tile),
                                   "1" if args.contributions else "0"], capture_output=True, text=True, check=True)

@@ -48,6 +48,19 @@ def read_json(path: Path, what: str):
         raise UserError(f"{path}: unreadable {what} ({type(e).__name__})") from None
 
 
+def writable_file(path: Path, what: str) -> Path:
+    """`path`, a file miam is about to write: its folder is created (see `writable_folder`), and a folder
+    in its place is a UserError naming it, before any work is done."""
+    path = Path(path)
+    above = next((p for p in path.parents if p.exists()), None)  # the first that exists must be a folder
+    if above is not None and not above.is_dir():
+        raise UserError(f"{above}: is a file, not a folder ({what} {path})")
+    writable_folder(path.parent, f"folder of the {what}")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a file (the {what} to write)")
+    return path
+
+
 def writable_folder(path: Path, what: str) -> Path:
     """Create `path` (a folder miam writes into) if needed; a file in its place, or a folder that
     cannot be written, is a UserError naming it, before any work is done."""

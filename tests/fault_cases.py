@@ -856,6 +856,305 @@ def _cli_cases() -> list[Case]:
     ]
 
 
+# ---------------------------------------------------------------- predict, map, synth points, prepare --like
+# A second, location-computable baseline (`miam synth points`: rasters, a ready dataset and map spec),
+# built on first use so that only the cases that need it pay for it.
+POINTS_RECIPE = {"model": {"d_model": 8, "depth": 1, "heads": 2}, "masking": {"strategy": "miam"},
+                 "train": {"epochs": 1, "batch_size": 32, "seed": 0, "device": "cpu"}}
+MAP_GRID = {"bbox": [400000.0, 4710000.0, 640000.0, 4950000.0], "resolution": 16000.0, "crs": "EPSG:32631"}  # 15 x 15 px
+
+
+@dataclass
+class Points:
+    data: Path  # spec.yaml, points.csv, rasters/ (from `miam synth points`)
+    store: Path
+    run: Path
+
+
+def points_base(base: Base) -> Points:
+    folder = base.root / "points"
+    p = Points(folder / "data", folder / "store", folder / "run")
+    if (p.run / "checkpoints" / "best.pt").exists():
+        return p
+    folder.mkdir(exist_ok=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"store": str(p.store), **POINTS_RECIPE}))
+    for argv in (["synth", "points", p.data, "--points", 120, "--seed", 0],
+                 ["prepare", "custom", p.data / "spec.yaml", p.store],
+                 ["train", folder / "recipe.yaml", "--out", p.run]):
+        result = run_cli(argv, folder)
+        if result.code != 0:
+            raise RuntimeError(f"points baseline step {argv[:2]} failed: {result.err[-1000:]}")
+    return p
+
+
+def _map_case(edit: Callable[[dict, Path], None] | None = None, *extra, run: str = "points", out: str = "m.tif", raw: bytes | None = None):
+    """Copy the points data, write a map spec beside its dataset spec (15 x 15 px), `edit` it, map it."""
+    def setup(base, folder):
+        pts = points_base(base)
+        data = shutil.copytree(pts.data, folder / "data", symlinks=True)
+        spec = {"dataset": "spec.yaml", "grid": dict(MAP_GRID)}
+        if edit:
+            edit(spec, data)
+        path = data / "map.yaml"
+        if raw is not None:
+            path.write_bytes(raw)
+        else:
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return ["map", pts.run if run == "points" else base.run, path, "--out", folder / out, "--device", "cpu", *extra]
+    return setup
+
+
+def _no_map(base, folder, result):
+    return "lost: a map was written for refused input" if (folder / "m.tif").exists() else None
+
+
+def _edit_dataset(edit: Callable[[dict], None]):
+    def change(spec, data):
+        dataset = yaml.safe_load((data / "spec.yaml").read_text())
+        edit(dataset)
+        (data / "spec.yaml").write_text(yaml.safe_dump(dataset, sort_keys=False))
+    return change
+
+
+def _map_cases() -> list[Case]:
+    def grid(**kw):
+        return lambda spec, data: spec["grid"].update(kw)
+
+    def template_out(spec, data):
+        outside = data.parent / "elevation.tif"
+        shutil.copy(data / "rasters" / "elevation.tif", outside)
+        (data / "template.tif").symlink_to(outside)
+        spec["grid"] = {"template": "template.tif"}
+
+    def raster_out(spec, data):
+        outside = data.parent / "soil_ph.tif"
+        shutil.move(data / "rasters" / "soil_ph.tif", outside)
+        (data / "rasters" / "soil_ph.tif").symlink_to(outside)
+
+    def dataset_out(spec, data):
+        shutil.move(data / "spec.yaml", data.parent / "spec.yaml")
+        spec["dataset"] = str(data.parent / "spec.yaml")
+
+    def zero_byte_raster(spec, data):
+        (data / "rasters" / "soil_ph.tif").write_bytes(b"")
+
+    def existing_out(base, folder):
+        argv = _map_case()(base, folder)
+        (folder / "m.tif").write_text("my own file")
+        return argv
+
+    def kept(base, folder, result):
+        return None if (folder / "m.tif").read_text() == "my own file" else "lost: an existing file was overwritten"
+
+    def out_folder(base, folder):
+        argv = _map_case()(base, folder)
+        (folder / "m.tif").mkdir()
+        return argv
+
+    def out_under_file(base, folder):
+        (folder / "f").write_text("x")
+        return _map_case(None, out="f/m.tif")(base, folder)
+
+    tagged = f"grid: !!python/object/apply:os.system ['touch {MARKER}']\n".encode()
+    cases = [
+        Case("map spec is not YAML", "maps", _map_case(raw=b"grid: [1,\n"), 2, ("map.yaml",), _no_map),
+        Case("map spec is not UTF-8", "maps", _map_case(raw=b"grid: \xff\xfe\n"), 2, ("UTF-8",), _no_map, fast=False),
+        Case("YAML tag in a map spec", "maps", _map_case(raw=tagged), 2, ("map.yaml",), _no_map),
+        Case("map spec is a YAML list", "maps", _map_case(raw=b"- 1\n- 2\n"), 2, ("map.yaml",), _no_map, fast=False),
+        Case("unknown key in a map spec", "maps", _map_case(lambda s, d: s.update(gird=1)), 2, ("gird",), _no_map, fast=False),
+        Case("map grid with both template and bbox", "maps", _map_case(grid(template="rasters/elevation.tif")), 2, ("template",),
+             _no_map, fast=False),
+        Case("map grid outside every raster", "maps", _map_case(grid(bbox=[0.0, 0.0, 100000.0, 100000.0])), 2, ("no pixel",), _no_map),
+        Case("map grid of 10^12 pixels", "maps", _map_case(grid(resolution=0.2)), 2, ("grid",), _no_map, fast=False),
+        Case("map resolution .nan", "maps", _map_case(grid(resolution=float("nan"))), 2, ("resolution",), _no_map, fast=False),
+        Case("map --species nope", "maps", _map_case(None, "--species", "nope"), 2, ("nope",), _no_map),
+        Case("map spec does not reproduce the run (patch size)", "maps",
+             _map_case(_edit_dataset(lambda d: d["modalities"]["terrain"].update(size=16))), 2, ("terrain",), _no_map),
+        Case("map spec without a modality the run reads", "maps",
+             _map_case(_edit_dataset(lambda d: d["modalities"].pop("terrain"))), 0, ("terrain",), fast=False),
+        Case("map of a run whose store has no dataset spec", "maps", _map_case(lambda s, d: s.pop("dataset"), run="base"), 2,
+             ("dataset spec",), _no_map),
+        Case("map dataset: a spec that does not exist", "maps", _map_case(lambda s, d: s.update(dataset="nope.yaml")), 2,
+             ("nope.yaml",), _no_map, fast=False),
+        Case("map --out is an existing file", "maps", existing_out, 2, ("--overwrite",), kept),
+        Case("map --out is a folder", "maps", out_folder, 2, ("m.tif",)),
+        Case("map --out under a file", "maps", out_under_file, 2, ("is a file",), fast=False),
+        Case("map --shard 3/2", "maps", _map_case(None, "--shard", "3/2"), 2, ("--shard",), _no_map, fast=False),
+        Case("map --merge before any tile", "maps", _map_case(None, "--merge"), 2, ("tile",), _no_map, fast=False),
+        Case("map raster is a 0-byte file", "maps", _map_case(zero_byte_raster), 2, ("soil_ph.tif",), _no_map, fast=False),
+        Case("map grid.template symlinked outside the spec's folder", "paths", _map_case(template_out), 2, ("grid.template", "outside"),
+             _no_map),
+        Case("map raster symlinked outside the dataset's folder", "paths", _map_case(raster_out), 2, ("soil_ph.tif", "outside"),
+             _no_map, fast=False),
+        Case("map dataset: outside the map spec's folder", "paths",
+             _map_case(dataset_out), 2, ("dataset", "outside"), _no_map, fast=False),
+    ]
+    # a crash (an exception nothing catches) before the k-th rename of a map in 4 px tiles (plan.json, 16
+    # tiles, the GeoTIFF), then the same command: the map must equal an uninterrupted one
+    for k in (1, 2, 9, 18):
+        cases.append(Case(f"crash before rename {k} of a map, then again", "maps", _map_case(None, "--tile", "4"), None, (),
+                          _map_resumes, patch=_crash_at_rename(k), fast=k == 9))
+    return cases
+
+
+def _map_reference(base: Base) -> Path:
+    ref = base.root / "points" / "map-tile4.tif"
+    if not ref.exists():
+        folder = base.root / "points" / "map-ref"
+        argv = _map_case(None, "--tile", "4")(base, folder)
+        result = run_cli(argv, folder)
+        if result.code != 0:
+            raise RuntimeError(f"reference map failed: {result.err[-500:]}")
+        shutil.move(folder / "m.tif", ref)
+    return ref
+
+
+def _same_map(ref: Path, path: Path) -> str | None:
+    import rasterio
+
+    if not path.exists():
+        return "lost: no map after the rerun"
+    with rasterio.open(ref) as a, rasterio.open(path) as b:
+        same = np.array_equal(a.read(), b.read(), equal_nan=True) and a.descriptions == b.descriptions
+    return None if same else "lost: the resumed map differs from an uninterrupted one"
+
+
+def _map_resumes(base, folder, result):
+    if (folder / "m.tif").exists() and result.code != 0:
+        return "lost: a map file exists after a failed run"
+    again = run_cli(["map", points_base(base).run, folder / "data" / "map.yaml", "--out", folder / "m.tif", "--device", "cpu",
+                     "--tile", "4"], folder)
+    if again.code != 0:
+        return f"lost: the map cannot be finished by running it again (exit {again.code}: {again.err.strip()[-200:]})"
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".parts")]
+    return _same_map(_map_reference(base), folder / "m.tif") or (f"lost: left behind: {leftovers}" if leftovers else None)
+
+
+def _predict_cases() -> list[Case]:
+    def predict(*extra, run: str = "base"):
+        def setup(base, folder):
+            r = base.run if run == "base" else points_base(base).run
+            return ["predict", r, *extra, "--device", "cpu"]
+        return setup
+
+    def test(*extra, **kw):
+        return predict("--split", "test", *extra, **kw)
+
+    def out_under_file(base, folder):
+        (folder / "f").write_text("x")
+        return predict("--split", "test", "--out", folder / "f" / "p.parquet")(base, folder)
+
+    def out_folder(base, folder):
+        (folder / "p.parquet").mkdir()
+        return predict("--split", "test", "--out", folder / "p.parquet")(base, folder)
+
+    def damaged_store(damage):
+        def setup(base, folder):
+            store = base.copy("store", folder / "s")
+            damage(store)
+            return ["predict", base.run, store, "--split", "test", "--device", "cpu", "--out", folder / "p.parquet"]
+        return setup
+
+    def foreign_store(base, folder):
+        return ["predict", base.run, points_base(base).store, "--split", "test", "--device", "cpu", "--out", folder / "p.parquet"]
+
+    def no_output(base, folder, result):
+        return "lost: a prediction file was written for refused input" if (folder / "p.parquet").exists() else None
+
+    return [
+        Case("predict on a store without a predict split", "predict", predict(), 2, ("predict",)),
+        Case("predict --split bogus", "predict", predict("--split", "bogus"), 2, ("bogus",)),
+        Case("predict --format bogus", "predict", test("--format", "bogus"), 2, ("--format",), fast=False),
+        Case("predict --species nope", "predict", test("--species", "nope"), 2, ("nope",)),
+        Case("predict --subsets nope", "predict", test("--subsets", "nope"), 2, ("nope",), fast=False),
+        Case("predict --shard 3/2", "predict", test("--shard", "3/2"), 2, ("--shard",), fast=False),
+        Case("predict --merge without shards", "predict", test("--merge"), 2, ("shard",), fast=False),
+        Case("predict --threshold 2", "predict", test("--threshold", "2"), 2, ("--threshold",), fast=False),
+        Case("predict --out under a file", "predict", out_under_file, 2, ("is a file",)),
+        Case("predict --out is a folder", "predict", out_folder, 2, ("p.parquet",), fast=False),
+        Case("predict STORE that is no store", "predict", lambda b, f: ["predict", b.run, f, "--device", "cpu"], 2, ("store.json",)),
+        Case("predict on a store of other modalities", "predict", foreign_store, 2, ("modalit",), no_output),
+        Case("predict on a store with a missing chunk", "predict", damaged_store(lambda s: _chunk(s).unlink()), 2, ("tokens.zarr",),
+             no_output),
+        Case("predict on a store with store.json version 99", "predict", damaged_store(_store_json(lambda m: m.update(version=99))), 2,
+             ("version 99",), no_output, fast=False),
+    ]
+
+
+def _synth_cases() -> list[Case]:
+    def into_file(base, folder):
+        (folder / "x").write_text("x")
+        return ["synth", "points", folder / "x", "--points", "60"]
+
+    def over_user_files(base, folder):
+        (folder / "d").mkdir()
+        (folder / "d" / "spec.yaml").write_text("my own spec\n")
+        return ["synth", "points", folder / "d", "--points", "60"]
+
+    def user_file_kept(base, folder, result):
+        return None if (folder / "d" / "spec.yaml").read_text() == "my own spec\n" else "lost: synth points overwrote a user's file"
+
+    return [
+        Case("synth points into a file", "synth", into_file, 2, ("not a folder",)),
+        Case("synth points --points 10", "synth", lambda b, f: ["synth", "points", f / "d", "--points", "10"], 2, ("--points",)),
+        Case("synth points over a folder holding other files", "synth", over_user_files, 2, ("not empty",), user_file_kept),
+    ]
+
+
+def _like_cases() -> list[Case]:
+    def like(store: Callable[[Base, Path], Path], edit: Callable[[dict], None] | None = None):
+        """`prepare custom` of the points dataset (edited) with --like STORE."""
+        def setup(base, folder):
+            data = shutil.copytree(points_base(base).data, folder / "data", symlinks=True)
+            if edit:
+                _edit_dataset(edit)({}, data)
+            return ["prepare", "custom", data / "spec.yaml", folder / "s", "--like", store(base, folder)]
+        return setup
+
+    def points_store(base, folder):
+        return points_base(base).store
+
+    def damaged(damage):
+        def make(base, folder):
+            store = shutil.copytree(points_base(base).store, folder / "like")
+            damage(store)
+            return store
+        return make
+
+    def no_store(base, folder, result):
+        return "lost: a store was written against a refused --like" if (folder / "s" / "store.json").exists() else None
+
+    def same_as_points(base, folder, result):
+        from miam_cli.store.reader import TokenStore
+
+        a, b = TokenStore(points_base(base).store), TokenStore(folder / "s")
+        same = all(a.meta.modalities[m].normalization == b.meta.modalities[m].normalization for m in a.modalities)
+        return None if same else "silent: --like did not take the like store's normalisation"
+
+    return [
+        Case("--like a folder that is no store", "like", like(lambda b, f: f), 2, ("store.json",), no_store),
+        Case("--like a file", "like", like(lambda b, f: (f / "x").write_text("x") and f / "x"), 2, ("x",), no_store, fast=False),
+        Case("--like a store whose store.json is garbage", "like", like(damaged(lambda s: (s / "store.json").write_bytes(b"\x00{"))), 2,
+             ("store.json",), no_store),
+        Case("--like a store without tokens.zarr", "like", like(damaged(lambda s: shutil.rmtree(s / "tokens.zarr"))), 2,
+             ("tokens.zarr",), no_store, fast=False),
+        Case("--like a store of other modalities", "like", like(lambda b, f: b.store), 2, ("modalit",), no_store),
+        Case("--like: a patch size differs", "like", like(points_store, lambda d: d["modalities"]["terrain"].update(size=16)), 2,
+             ("terrain",), no_store),
+        Case("--like: a patch grid differs", "like", like(points_store, lambda d: d["modalities"]["terrain"].update(grid=4)), 2,
+             ("terrain",), no_store, fast=False),
+        Case("--like: a modality missing", "like", like(points_store, lambda d: d["modalities"].pop("soil")), 2, ("soil",), no_store,
+             fast=False),
+        Case("--like: a raster variable more", "like",
+             like(points_store, lambda d: d["modalities"]["climate"]["files"].update(soil="rasters/soil_ph.tif")), 2, ("climate",),
+             no_store, fast=False),
+        Case("--like the store it was prepared into", "like", like(points_store), 0, (), same_as_points, fast=False),
+        Case("prepare geoplant --like a custom store", "like",
+             lambda b, f: ["prepare", "geoplant", b.raw, f / "s", "--chunk-size", "16", "--like", points_base(b).store], 2, ("modalit",),
+             no_store, fast=False),
+    ]
+
+
 # ---------------------------------------------------------------- a full disk and commits (in-process)
 class DiskFull:
     """`os.write`-level ENOSPC on files whose name matches, from the `after`-th matching write on,
@@ -985,7 +1284,8 @@ def _commit_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    return _raw_cases() + _spec_cases() + _recipe_cases() + _checkpoint_cases() + _store_cases() + _cli_cases() + _commit_cases()
+    return (_raw_cases() + _spec_cases() + _recipe_cases() + _checkpoint_cases() + _store_cases() + _cli_cases() + _commit_cases()
+            + _predict_cases() + _map_cases() + _synth_cases() + _like_cases())
 
 
 # ---------------------------------------------------------------- real processes: kill -9, SIGTERM, workers, a real full disk
@@ -1188,9 +1488,15 @@ def process_cases() -> list[Case]:
     for k in range(1, 8):
         cases.append(Case(f"kill -9 before rename {k} of prepare, then again", "kill -9",
                           lambda b, f: prepare(b, f)[2:], None, (), _resumed_subprocess("prepare"), runner=killed_at_rename(k), fast=False))
+    for k in (3, 12):
+        cases.append(Case(f"kill -9 before rename {k} of a map, then again", "kill -9", _map_case(None, "--tile", "4"), None, (),
+                          _map_resumes, runner=killed_at_rename(k), fast=False))
     cases += [
         Case("SIGTERM during start-up exits 75, then --resume", "signals", lambda b, f: train(b, f)[2:], 75, ("--resume",),
              _resumed_subprocess("train"), runner=_sigterm_during_startup, fast=False),
+        Case("SIGTERM during the demo exits 75 with one line", "signals",
+             lambda b, f: ["demo", "--out", f / "demo", "--surveys", "100", "--epochs", "1", "--no-maps"], 75,
+             ("stopped:", "run the same command again"), runner=_sigterm_during_startup, fast=False),
         Case("prepare --workers 2: workers die with a killed parent", "resources",
              lambda b, f: [*prepare(b, f)[2:], "--workers", "2"], 0, runner=_workers_die_with_parent, fast=False),
         Case("two identical prepares at once", "concurrency", lambda b, f: prepare(b, f)[2:], 0, (), _store_whole,

@@ -49,7 +49,7 @@ def test_the_campaign_covers_the_issue():
         groups[c.group] = groups.get(c.group, 0) + 1
     assert len(CASES) + len(F.process_cases()) >= 150
     for group in ("raw data", "paths", "specs", "recipes", "checkpoints", "stores", "cli", "disk", "commit", "kill -9",
-                  "bit flips", "signals", "resources", "concurrency", "training"):
+                  "bit flips", "signals", "resources", "concurrency", "training", "predict", "maps", "synth", "like"):
         assert groups.get(group, 0) >= 1, group
     assert groups["bit flips"] == 40
 

@@ -32,7 +32,9 @@ BBOX = [3.0, 42.9, 5.2, 44.1]
 
 
 def map_spec(folder: Path, dataset: Path, **grid) -> Path:
-    spec = {"dataset": str(dataset), "grid": grid or {"bbox": BBOX, "resolution": 0.1, "crs": "EPSG:4326"}}
+    # the dataset spec lies in a fixture's folder, outside this spec's: allowed explicitly
+    spec = {"dataset": str(dataset), "grid": grid or {"bbox": BBOX, "resolution": 0.1, "crs": "EPSG:4326"},
+            "allow_outside_root": True}
     path = folder / "map.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -187,7 +189,8 @@ def test_shards_then_merge(landscape, landscape_run, small_tiles_map, tmp_path, 
 
 def test_map_from_a_template_raster_with_the_spec_of_the_runs_store(landscape, landscape_run, tmp_path, cli):
     spec = tmp_path / "map.yaml"
-    spec.write_text(yaml.safe_dump({"grid": {"template": str(landscape / "bio1.tif")}}))  # modalities: the store's own spec
+    spec.write_text(yaml.safe_dump({"grid": {"template": str(landscape / "bio1.tif")},  # modalities: the store's own spec
+                                    "allow_outside_root": True}))
     code, out, err = cli("map", landscape_run, spec, "--out", tmp_path / "m.tif", "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -208,7 +211,7 @@ def test_map_from_a_template_raster_with_the_spec_of_the_runs_store(landscape, l
 ])
 def test_bad_map_input_is_refused(landscape, landscape_run, tmp_path, cli, grid, extra, expected):
     spec = tmp_path / "map.yaml"
-    spec.write_text(yaml.safe_dump({"dataset": str(landscape / "spec.yaml"), "grid": grid}))
+    spec.write_text(yaml.safe_dump({"dataset": str(landscape / "spec.yaml"), "grid": grid, "allow_outside_root": True}))
     code, _, err = cli("map", landscape_run, spec, "--out", tmp_path / "m.tif", *extra)
     assert code == 2 and expected in " ".join(err.split()) and "Traceback" not in err
     assert not (tmp_path / "m.tif").exists()
@@ -216,12 +219,47 @@ def test_bad_map_input_is_refused(landscape, landscape_run, tmp_path, cli, grid,
 
 def test_a_spec_that_does_not_reproduce_the_run_is_refused(landscape, landscape_run, tmp_path, cli):
     dataset = yaml.safe_load((landscape / "spec.yaml").read_text())
-    dataset["root"] = str(landscape)
+    dataset.update(root=str(landscape), allow_outside_root=True)  # a dataset spec read by a map confines its own files
     dataset["modalities"]["sentinel2"]["size"] = 16
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(dataset))
     spec = map_spec(tmp_path, tmp_path / "other.yaml")
     code, _, err = cli("map", landscape_run, spec, "--out", tmp_path / "m.tif")
     assert code == 2 and "modality sentinel2: 64 features per token" in " ".join(err.split())
+
+
+def _inline_outside(landscape, folder):
+    """Inline modalities whose raster lies outside the map spec's folder (an absolute path)."""
+    dataset = yaml.safe_load((landscape / "spec.yaml").read_text())
+    env = dataset["modalities"]["env"]
+    env["files"] = {k: str(landscape / v) for k, v in env["files"].items()}
+    return {"modalities": {"env": env}}
+
+
+def _symlinked_template(landscape, folder):
+    (folder / "bio1.tif").symlink_to(landscape / "bio1.tif")
+    return {"grid": {"template": "bio1.tif"}}
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda landscape, folder: {"dataset": str(landscape / "spec.yaml")}, "dataset"),
+    (lambda landscape, folder: {"grid": {"template": str(landscape / "bio1.tif")}}, "grid.template"),
+    (_symlinked_template, "grid.template"),
+    (lambda landscape, folder: {"modalities": {}, "root": str(landscape)}, "root"),
+    (_inline_outside, "modalities.env"),
+])
+def test_map_spec_reads_are_confined_to_its_folder(landscape, landscape_run, tmp_path, cli, make, key):
+    """A map spec reads only inside its own folder, as a dataset spec does, unless `allow_outside_root: true`."""
+    spec = {"grid": {"bbox": [3.0, 43.0, 3.5, 43.5], "resolution": 0.1}, **make(landscape, tmp_path)}
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(spec))
+    code, _, err = cli("map", landscape_run, tmp_path / "map.yaml", "--out", tmp_path / "m.tif")
+    err = " ".join(err.split())
+    assert code == 2 and key in err and "outside" in err and "allow_outside_root" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.tif").exists()
+    if key == "root":
+        return  # an empty inline modality set is refused for itself once allowed
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump({**spec, "allow_outside_root": True}))
+    code, _, err = cli("map", landscape_run, tmp_path / "map.yaml", "--out", tmp_path / "m.tif")
+    assert code == 0 and (tmp_path / "m.tif").exists(), err
 
 
 # ================================================================ a real raster: GLC23's human footprint

@@ -158,3 +158,40 @@ def test_train_sbatch_forwards_usr1_through_torchrun_and_requeues(setup, tmp_pat
     assert len(stops) == 1, stops
     progress = torch.load(last, weights_only=True)["progress"]
     assert progress["epoch"] < EPOCHS * 3
+
+
+def test_a_stop_signal_anywhere_in_the_demo_exits_75_with_one_line(cli, monkeypatch, tmp_path):
+    """`miam demo` continues when run again: SIGTERM at any step (here: inside it) is exit 75 and one
+    line saying so, never a traceback, and the handlers in place before come back."""
+    import miam_cli.pipeline.demo as demo
+
+    def stopped_inside(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not stop the demo")
+
+    monkeypatch.setattr(demo, "run_demo", stopped_inside)
+    before = signal.getsignal(signal.SIGTERM)
+    code, out, err = cli("demo", "--out", tmp_path / "demo")
+    assert code == PREEMPTED_EXIT_CODE and "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("threads:")]
+    assert len(lines) == 1 and lines[0].startswith("stopped: SIGTERM received") and "run the same command again" in lines[0], err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_demo_continues_a_run_it_stopped_instead_of_reusing_it(tmp_path):
+    """A demo stopped after epoch 1 of 2 left best.pt and metrics.csv: run again, it trains epoch 2
+    (before: it took the half-trained run as finished)."""
+    from miam_cli.engine.checkpoint import load_checkpoint
+    from miam_cli.pipeline.demo import _train_once
+
+    store = make_token_store(tmp_path / "store", n=120)
+    recipe = {"store": str(store), "model": {"d_model": 8, "depth": 1, "heads": 2}, "train": {"epochs": 1, "batch_size": 32}}
+    run = train(validate_recipe(recipe), tmp_path / "run", log=lambda *_: None)  # as a demo stopped after epoch 1 leaves it
+    logged = []
+    _train_once(validate_recipe({**recipe, "train": {**recipe["train"], "epochs": 2}}), run, logged.append, None)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["epoch"] == 2
+    assert not any(m.startswith("reusing") for m in logged)
+    logged.clear()
+    _train_once(validate_recipe({**recipe, "train": {**recipe["train"], "epochs": 2}}), run, logged.append, None)
+    assert logged == [f"reusing {run}"]  # finished: not trained again

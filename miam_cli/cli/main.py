@@ -8,6 +8,7 @@ import typer
 
 from miam_cli.cli import data_commands, packaged_commands
 from miam_cli.cli.options import App
+from miam_cli.engine.signals import Stopped
 from miam_cli.errors import RuntimeFailure, UserError
 
 app = App(
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     except RuntimeFailure as e:
         err.print(f"[red]failed:[/] {escape(str(e))}", highlight=False)
         sys.exit(1)
+    except Stopped as e:  # a stop signal in a command that continues when run again
+        err.print(f"[yellow]stopped:[/] {escape(str(e))}", highlight=False)
+        sys.exit(e.exit_code)
     except typer.Abort as e:  # click's wrapping of an EOFError raised inside a command
         report_unexpected(command_name(typer.main.get_command(app), args), args, e.__cause__ or e, err)
         sys.exit(1)

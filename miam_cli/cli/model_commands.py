@@ -298,14 +298,19 @@ def demo_cmd(
     """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, map, report.
 
     Example: miam demo --out demo-out
-    """
-    from miam_cli.pipeline.demo import DemoOptions, run_demo
-    from miam_cli.plotstyle import check_format
 
-    use_threads(threads)
-    with Progress("train", None) as bar:
-        res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget, plot_format=check_format(plot_format),
-                                   maps=maps), log=log, progress=epoch_progress(bar))
+    Interrupted (SIGTERM/SIGUSR1: exit 75), the same command continues: finished steps are kept.
+    """
+    from miam_cli.engine.signals import stop_signals_raise
+
+    with stop_signals_raise():  # first (torch loads next, for seconds): SIGTERM exits 75, the same command continues
+        from miam_cli.pipeline.demo import DemoOptions, run_demo
+        from miam_cli.plotstyle import check_format
+
+        use_threads(threads)
+        with Progress("train", None) as bar:
+            res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget,
+                                       plot_format=check_format(plot_format), maps=maps), log=log, progress=epoch_progress(bar))
     if json_out:
         print_json(res)
         return

@@ -4,7 +4,7 @@ Running someone else's dataset spec or metadata must not copy your readable file
 a `surveyId` of `/home/you/x`, a spec `pattern: /home/you/{id}` or a symlink planted in their folder
 would otherwise read your files. Every path an adapter opens is resolved (symlinks included) and must
 lie inside the root: the raw-data folder, or the folder of the dataset spec (its `root` when given).
-Data that really lives elsewhere is read when the user says so (`allow_outside_root: true` in a spec,
+Data that really lives elsewhere is read when the user says so (`allow_outside_root: true` in a dataset or map spec,
 `--allow-outside-root` for the raw-data adapters).
 """
 
@@ -41,4 +41,4 @@ class Confinement:
                 f"unless allowed ({OPT_IN})")
 
 
-OPT_IN = "allow_outside_root: true in a dataset spec, --allow-outside-root for prepare geoplant/taxabench"
+OPT_IN = "allow_outside_root: true in a dataset or map spec, --allow-outside-root for prepare geoplant/taxabench"

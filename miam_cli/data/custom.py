@@ -336,7 +336,7 @@ class Context:
     id_column: str
     crs: object = None  # the points' CRS (pyproj), None for WGS84 lon/lat
     warnings: list[str] | None = None
-    confine: Confinement | None = None  # where files may be read (None: anywhere, e.g. a map's own inputs)
+    confine: Confinement | None = None  # where files may be read (None: anywhere)
 
     @property
     def ids(self) -> list[str]:
@@ -376,10 +376,10 @@ class Context:
         return self.column(spec.key or self.id_column, f"modalities.{m}.key").map(R.id_text).tolist()
 
     @classmethod
-    def at(cls, root: Path, lon: np.ndarray, lat: np.ndarray, name: str) -> "Context":
+    def at(cls, root: Path, lon: np.ndarray, lat: np.ndarray, name: str, confine: Confinement | None = None) -> "Context":
         """Bare locations (a map's pixel centres): what location-computable modalities need, and nothing else."""
         points = pd.DataFrame({"id": [str(i) for i in range(len(lon))], "__lon": np.asarray(lon, float), "__lat": np.asarray(lat, float)})
-        return cls(root, name, points, "id")
+        return cls(root, name, points, "id", confine=confine)
 
 
 def _user_columns(df: pd.DataFrame) -> list:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from miam_cli.errors import UserError
 from miam_cli.store.compat import check_same_modalities
+from miam_cli.store.integrity import check_structure
 from miam_cli.store.reader import TokenStore
 from miam_cli.store.schema import LABELLED_SPLITS
 from miam_cli.store.writer import StorePlan
@@ -25,7 +26,11 @@ from miam_cli.store.writer import StorePlan
 def open_like(path: Path | str | None) -> TokenStore | None:
     if path is None:
         return None
-    return TokenStore(path)  # exit 2 when it is not a complete store
+    store = TokenStore(path)  # exit 2 when it is not a store
+    # only its tables are read, but a damaged store (a missing chunk, a truncated table) is no model's
+    # training store to copy statistics from: refused, naming the first bad file
+    check_structure(store)
+    return store
 
 
 def adopt_like(plan: StorePlan, like: TokenStore) -> StorePlan:

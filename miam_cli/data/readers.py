@@ -324,7 +324,9 @@ def raster_points(path: Path, x, y, crs: str = "EPSG:4326") -> tuple[np.ndarray,
         rows, cols = (np.asarray(a, np.int64) for a in rowcol(src.transform, xs, ys))
         r0, c0 = max(int(rows.min()), 0), max(int(cols.min()), 0)
         h, w = min(int(rows.max()) + 1, src.height) - r0, min(int(cols.max()) + 1, src.width) - c0
-        if 0 < h * w <= BLOCK_PIXELS:
+        if h <= 0 or w <= 0:  # every point beyond one edge (both negative would pass a test on h * w)
+            return np.zeros((len(xs), src.count), np.float32), np.zeros((len(xs), src.count), bool)
+        if h * w <= BLOCK_PIXELS:
             values, bad = read_block(src, r0, c0, h, w)
             inside = (rows >= r0) & (rows < r0 + h) & (cols >= c0) & (cols < c0 + w)
             r, c = np.where(inside, rows - r0, 0), np.where(inside, cols - c0, 0)

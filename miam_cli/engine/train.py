@@ -63,10 +63,14 @@ class Preempted(Exception):
 
     @property
     def resume_command(self) -> str:
-        """The run's own resolved recipe (overrides included) continues it exactly."""
-        import shlex
+        return resume_command(self.run_dir)
 
-        return f"miam train {shlex.quote(str(self.run_dir / 'recipe.yaml'))} --out {shlex.quote(str(self.run_dir))} --resume"
+
+def resume_command(run_dir: Path) -> str:
+    """The run's own resolved recipe (overrides included) continues it exactly."""
+    import shlex
+
+    return f"miam train {shlex.quote(str(Path(run_dir) / 'recipe.yaml'))} --out {shlex.quote(str(run_dir))} --resume"
 
 
 @dataclass
@@ -441,6 +445,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
     Under torchrun or srun every rank calls this; only rank 0 logs, reports progress and writes files,
     and the process group is left at the end (also when stopped by a signal or an error)."""
     stack = contextlib.ExitStack()
+    run = None
     try:
         if not dist.current().is_main:
             progress, log = None, _quiet
@@ -457,8 +462,10 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
         dist.barrier(trainer.env)  # every rank returns once rank 0 has written the last epoch's files
         return run.path
     except OSError as e:  # a full disk, a folder made read-only: the run dir is as the last commit left it
+        again = (f"`{resume_command(run.path)}`" if run is not None and (run.path / "recipe.yaml").is_file()
+                 else "the same `miam train` command with --resume")
         raise RuntimeFailure(f"{describe_os_error(e)}; training stopped. The run keeps its last committed epoch: "
-                             "fix the cause, then continue with `miam train RECIPE --out RUN_DIR --resume`") from None
+                             f"fix the cause, then continue with {again}") from None
     finally:
         stack.close()
         dist.shutdown()

@@ -15,6 +15,7 @@ import numpy as np
 from rasterio.transform import Affine, from_origin
 from rasterio.windows import Window
 
+from miam_cli.data.confine import Confinement
 from miam_cli.errors import UserError
 from miam_cli.maps.spec import GridSpec
 
@@ -74,9 +75,14 @@ def _is_lonlat(crs: str) -> bool:
     return CRS.from_user_input(crs) == CRS.from_epsg(4326)
 
 
-def grid_from_spec(spec: GridSpec, base: Path) -> Grid:
+def grid_from_spec(spec: GridSpec, base: Path, confine: Confinement | None = None) -> Grid:
+    """The grid; a template raster must resolve inside `confine` (the map spec's folder, unless it allows outside)."""
     if spec.template is not None:
-        return _template_grid(Path(spec.template) if Path(spec.template).is_absolute() else base / spec.template)
+        path = Path(spec.template) if Path(spec.template).is_absolute() else base / spec.template
+        reason = confine.why_not(path) if confine else None
+        if reason:
+            raise UserError(f"grid.template: {reason}")
+        return _template_grid(path)
     crs = _crs_text(spec.crs)
     xmin, ymin, xmax, ymax = spec.bbox
     rx, ry = spec.pixel_size

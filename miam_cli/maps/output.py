@@ -21,6 +21,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from miam_cli.errors import UserError
+from miam_cli.files import writable_file
 from miam_cli.maps.grid import Grid
 from miam_cli.store.atomic import atomic_write, atomic_write_json
 
@@ -33,6 +34,7 @@ class TileParts:
         self.dir = self.out.parent / f"{self.out.name}.parts"
 
     def begin(self, overwrite: bool = False) -> None:
+        writable_file(self.out, "map (--out)")
         if self.out.exists() and not overwrite:
             raise UserError(f"{self.out} exists (a complete map); pass --overwrite to compute it again")
         plan_file = self.dir / "plan.json"

@@ -31,7 +31,7 @@ class PixelTokens:
     def check(self, lon: np.ndarray, lat: np.ndarray, run_label: str) -> list[str]:
         """Build the modalities at a few points: refuse (exit 2) what does not reproduce the run's store;
         return the run's modalities the inputs do not compute (never visible)."""
-        built = build_modalities(self.inputs.modalities, Context.at(self.inputs.root, lon, lat, "the map grid"), self.inputs.source)
+        built = build_modalities(self.inputs.modalities, Context.at(self.inputs.root, lon, lat, "the map grid", self.inputs.confine), self.inputs.source)
         specs = {m: b.spec for m, b in built.items()}
         # every modality named must be one of the store's, as it was there; only those the run reads are computed
         check_same_modalities(self.store.meta.modalities, specs, run_label, self.inputs.source, allow_missing=True)
@@ -43,7 +43,7 @@ class PixelTokens:
 
     def read(self, lon: np.ndarray, lat: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Normalised values [n, T, F] (invalid tokens 0) and validity [n, T] of every modality the run reads."""
-        ctx = Context.at(self.inputs.root, lon, lat, "the map grid")
+        ctx = Context.at(self.inputs.root, lon, lat, "the map grid", self.inputs.confine)
         built = build_modalities({m: self.inputs.modalities[m] for m in self.specs}, ctx, self.inputs.source)
         values, valid = {}, {}
         for m in self.names:

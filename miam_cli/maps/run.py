@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from miam_cli import __version__
+from miam_cli.data.confine import Confinement
 from miam_cli.errors import UserError
 from miam_cli.evaluate.run import LoadedRun
 from miam_cli.maps.grid import Grid, grid_from_spec
@@ -74,7 +75,7 @@ def run_map(run: LoadedRun, req: MapRequest, device="cpu", progress: Callable[[i
     spec_path = Path(req.spec)
     spec = load_map_spec(spec_path)
     inputs = map_inputs(spec, spec_path, run.store.meta.provenance)
-    grid = grid_from_spec(spec.grid, spec_path.parent)
+    grid = grid_from_spec(spec.grid, spec_path.parent, Confinement.at(spec_path.parent, spec.allow_outside_root))
     pixels = PixelTokens(inputs, run.store, run.layout.names)
     never = _check_inputs(pixels, grid, run, inputs, log)
     plan = _band_plan(run, req.species or spec.species, req.contributions)

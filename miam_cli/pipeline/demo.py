@@ -97,17 +97,27 @@ def _prepare(raw: Path, store: Path, log) -> None:
 
 
 def _train(store: Path, run: Path, strategy: str, opts: DemoOptions, log, progress) -> Path:
-    from miam_cli.engine.train import train
-
-    if (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists():
-        log(f"reusing {run}")
-        return run
     overrides = [f"store={store}", f"masking.strategy={strategy}", f"train.seed={opts.seed}", *opts.overrides]
     if opts.epochs:
         overrides.append(f"train.epochs={opts.epochs}")
-    recipe = load_recipe(demo_recipe_path(), overrides)
-    resume = (run / "checkpoints" / "last.pt").exists()
-    return train(recipe, run, resume=resume, log=log, progress=progress)
+    return _train_once(load_recipe(demo_recipe_path(), overrides), run, log, progress)
+
+
+def _train_once(recipe, run: Path, log, progress) -> Path:
+    """Train `run`, continue it when an earlier demo was stopped mid-way, reuse it when it is finished."""
+    from miam_cli.engine.checkpoint import load_checkpoint
+    from miam_cli.engine.signals import RUN_AGAIN, Stopped
+    from miam_cli.engine.train import Preempted, train
+
+    last = run / "checkpoints" / "last.pt"
+    if last.exists() and (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists() \
+            and load_checkpoint(last)["progress"]["epoch"] >= recipe.train.epochs:
+        log(f"reusing {run}")
+        return run
+    try:
+        return train(recipe, run, resume=last.exists(), log=log, progress=progress)
+    except Preempted as e:  # a stop signal during training: last.pt is written, the next demo continues from it
+        raise Stopped(f"{e}; {RUN_AGAIN}") from None
 
 
 def _eval(run: Path, selectors: list[str], plot_format: str) -> None:
@@ -142,7 +152,6 @@ def _maps(out: Path, opts: DemoOptions, log, progress) -> list[dict]:
     from miam_cli import api
     from miam_cli.data.custom import load_spec, plan_custom
     from miam_cli.data.prepare import run_prepare
-    from miam_cli.engine.train import train
     from miam_cli.maps.quicklook import quicklook
     from miam_cli.synth.landscape import synth_landscape
 
@@ -153,10 +162,8 @@ def _maps(out: Path, opts: DemoOptions, log, progress) -> list[dict]:
     if not (store / "store.json").exists():
         plan, decoder = plan_custom(load_spec(land / "spec.yaml"), land / "spec.yaml")
         run_prepare(plan, decoder, store)
-    if not (run / "checkpoints" / "best.pt").exists():
-        overrides = [f"store={store}", f"train.seed={opts.seed}"] + ([f"train.epochs={opts.epochs}"] if opts.epochs else [])
-        train(load_recipe(demo_recipe_path("landscape"), overrides), run, resume=(run / "checkpoints" / "last.pt").exists(),
-              log=log, progress=progress)
+    overrides = [f"store={store}", f"train.seed={opts.seed}"] + ([f"train.epochs={opts.epochs}"] if opts.epochs else [])
+    _train_once(load_recipe(demo_recipe_path("landscape"), overrides), run, log, progress)
     species = truth["ndvi_species"]
     made = []
     for name, contributions, bands, title in (

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from miam_cli.files import writable_file
+
 FORMATS = ("parquet", "csv", "glc")
 SUFFIX = {"parquet": ".parquet", "csv": ".csv", "glc": ".csv"}
 
@@ -54,8 +56,7 @@ class TableWriter:
     memory stays flat in the number of samples, and a reader never sees half a table."""
 
     def __init__(self, path: Path, fmt: str):
-        self.path, self.fmt = Path(path), fmt
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.fmt = writable_file(path, "output file"), fmt
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from miam_cli.errors import UserError
+from miam_cli.files import writable_folder
 
 
 def claim_output_dir(raw: Path, generator: str, outputs: tuple[str, ...]) -> None:
@@ -24,4 +25,4 @@ def claim_output_dir(raw: Path, generator: str, outputs: tuple[str, ...]) -> Non
         for name in outputs:
             p = raw / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    raw.mkdir(parents=True, exist_ok=True)
+    writable_folder(raw, "output folder")  # a file above it, a read-only disk: exit 2 naming it
