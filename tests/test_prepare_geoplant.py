@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from miam_cli.cli.main import main
-from miam_cli.data.geoplant import GeoPlantOptions, patch_tokens, plan_geoplant, short_dirs
+from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant, short_dirs
 from miam_cli.data.prepare import run_prepare
+from miam_cli.data.readers import patch_tokens
 from miam_cli.store.reader import TokenStore
 from miam_cli.store.writer import StoreWriter
 from miam_cli.synth.geoplant import inject_faults, synth_geoplant

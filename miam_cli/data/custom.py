@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from miam_cli.data import coords as C
 from miam_cli.data import readers as R
 from miam_cli.data.confine import Confinement
-from miam_cli.data.geoplant import read_csv_table
 from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
 from miam_cli.files import read_yaml
@@ -389,7 +388,7 @@ def _user_columns(df: pd.DataFrame) -> list:
 def read_table(path: Path, sep: str | None) -> pd.DataFrame:
     """A points table; unreadable is a UserError naming the file (never quoting it)."""
     if path.suffix.lower() not in (".parquet", ".pq"):
-        return read_csv_table(path, sep=sep, engine="python" if sep is None else "c")
+        return R.read_csv_table(path, sep=sep, engine="python" if sep is None else "c")
     try:
         return pd.read_parquet(path)
     except Exception as e:
@@ -736,7 +735,7 @@ def build_timeseries_csv(m: str, s: TimeseriesCsvModality, ctx: Context) -> Buil
 
 
 def _series_table(path: Path, s: TimeseriesCsvModality, where: str) -> pd.DataFrame:
-    table = read_csv_table(path, sep=s.sep, engine="python" if s.sep is None else "c", dtype=str, keep_default_na=False)
+    table = R.read_csv_table(path, sep=s.sep, engine="python" if s.sep is None else "c", dtype=str, keep_default_na=False)
     id_col = s.id_column or table.columns[0]
     if id_col not in table.columns:
         raise SpecError(where, f"{path.name} has no id column {id_col!r} (columns: {', '.join(table.columns[:10])} ...)")

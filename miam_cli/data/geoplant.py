@@ -17,8 +17,6 @@ lat [-90, 90], or metadata rows that disagree on their coordinates are left out 
 
 from __future__ import annotations
 
-import csv
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pandas as pd
 
 from miam_cli.data.confine import SAFE_ID, Confinement
 from miam_cli.data.like import adopt_like, open_like
+from miam_cli.data.readers import id_text, patch_tokens, read_csv_table
 from miam_cli.data.split import spatial_block_split, split_from_data
 from miam_cli.errors import UserError
 from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
@@ -125,7 +124,7 @@ def read_metadata(raw: Path, layout: str, files: GeoPlantFiles | None = None) ->
     meta = pd.concat(frames, ignore_index=True)
     if "subset" not in meta.columns:
         meta["subset"] = "train"
-    meta["surveyId"] = meta["surveyId"].map(_id_string)
+    meta["surveyId"] = meta["surveyId"].map(id_text)
     for col in ("lon", "lat"):  # text in a coordinate is no coordinate (the survey is dropped and counted)
         meta[col] = pd.to_numeric(meta[col], errors="coerce")
     return meta
@@ -140,31 +139,6 @@ def _with_columns(table: pd.DataFrame, path: Path, columns) -> pd.DataFrame:
     return table
 
 
-def read_csv_table(path: Path, **kwargs) -> pd.DataFrame:
-    """A CSV table (separator sniffed for small files unless `kwargs` say how to read it); unreadable
-    (empty, not text, not CSV) is a UserError naming the file and never quoting it."""
-    try:
-        if kwargs:
-            return pd.read_csv(path, **kwargs)
-        return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
-    except (ValueError, csv.Error, OSError) as e:  # pandas' parser and empty-data errors, UTF-8 errors are ValueErrors
-        raise UserError(f"{path}: cannot read CSV ({type(e).__name__}{_position(e)})") from None
-
-
-def _position(e: Exception) -> str:
-    """Where a parser stopped ("line 7"), without the text it found there."""
-    m = re.search(r"line \d+", str(e))
-    return f" at {m.group(0)}" if m else ""
-
-
-def _id_string(v) -> str:
-    """Survey/species ids arrive as int, float (`6310.0`) or string; normalise to the integer text."""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    s = str(v).strip()
-    return s[:-2] if s.endswith(".0") else s
-
-
 def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One row per survey with its species list and whether it is labelled.
 
@@ -175,7 +149,7 @@ def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     has_species = meta["speciesId"].notna() if "speciesId" in meta.columns else pd.Series(False, index=meta.index)
     labelled_subsets = set(meta.loc[has_species, "subset"]) if "speciesId" in meta.columns else set()
     species = meta.loc[has_species, ["surveyId", "speciesId"]].copy()
-    species["speciesId"] = species["speciesId"].map(_id_string)
+    species["speciesId"] = species["speciesId"].map(id_text)
     by_survey = species.groupby("surveyId", sort=False)["speciesId"].agg(lambda s: sorted(set(s)))
     grouped = meta.groupby("surveyId", sort=False)
     surveys = grouped.agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
@@ -248,7 +222,7 @@ def read_environment(raw: Path, layout: str, survey_ids: pd.Series, files: GeoPl
     columns, usable, names, used, faults = [], [], [], [], {}
     for files in groups.values():
         table = pd.concat([_with_columns(read_csv_table(f), f, ("surveyId",)).assign(__file=str(f)) for f in files], ignore_index=True)
-        table["surveyId"] = table["surveyId"].map(_id_string)
+        table["surveyId"] = table["surveyId"].map(id_text)
         for col in table.columns:
             if col in ("surveyId", "__file") or str(col).lower() in {"lon", "lat"}:
                 continue
@@ -391,17 +365,6 @@ def read_cube(path: Path) -> np.ndarray:
 
     # the real cubes are saved as non-contiguous views: .contiguous() before numpy
     return torch.load(path, map_location="cpu", weights_only=True).contiguous().numpy().astype(np.float32)
-
-
-def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
-    """[..., 4, H, W] -> [..., 4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
-
-    Leading axes (several images at once) are kept.
-    """
-    *lead, b, h, w = image.shape
-    sh, sw = h // grid, w // grid
-    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
-    return x.reshape(*lead, b * grid * grid, sh * sw)
 
 
 def landsat_tokens(cube: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ missing and the fault recorded, and `--strict` turns faults into exit 2 (in `run
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,10 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-# GeoPlant's implementations predate this module and are the shared ones: one copy, used by all.
 from miam_cli.data.confine import Confinement
-from miam_cli.data.geoplant import _id_string as id_text
-from miam_cli.data.geoplant import patch_tokens
 from miam_cli.errors import UserError
 from miam_cli.store.writer import ChunkData
 
@@ -41,7 +39,7 @@ __all__ = [
     "RasterWindowReader", "LogMelParams", "EmbeddingTable", "id_text", "patch_tokens", "square_resize",
     "load_bands", "read_audio", "resample", "mel_filterbank", "log_mel_tokens", "grid_index", "grid_lookup",
     "location_encoding", "raster_points", "raster_pixels", "read_embeddings", "embedding_source",
-    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "check_confined",
+    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "check_confined", "read_csv_table",
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
@@ -160,6 +158,34 @@ def _require(paths: list[Path]) -> None:
             raise Fault("missing_file", p, "file expected for this sample but absent")
 
 
+# ================================================================ ids and tables
+def read_csv_table(path: Path, **kwargs) -> "pd.DataFrame":
+    """A CSV table (separator sniffed for small files unless `kwargs` say how to read it); unreadable
+    (empty, not text, not CSV) is a UserError naming the file and never quoting it."""
+    import pandas as pd
+
+    try:
+        if kwargs:
+            return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
+    except (ValueError, csv.Error, OSError) as e:  # pandas' parser and empty-data errors, UTF-8 errors are ValueErrors
+        raise UserError(f"{path}: cannot read CSV ({type(e).__name__}{_position(e)})") from None
+
+
+def _position(e: Exception) -> str:
+    """Where a parser stopped ("line 7"), without the text it found there."""
+    m = re.search(r"line \d+", str(e))
+    return f" at {m.group(0)}" if m else ""
+
+
+def id_text(v) -> str:
+    """Survey/species ids arrive as int, float (`6310.0`) or string; normalise to the integer text."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v).strip()
+    return s[:-2] if s.endswith(".0") else s
+
+
 # ================================================================ images -> band x sub-patch tokens
 def grid_names(grid: int) -> list[str]:
     return [f"r{r}c{c}" for r in range(grid) for c in range(grid)]
@@ -193,6 +219,17 @@ def load_bands(paths: list[Path], mode: str | None = None) -> np.ndarray:
     if len(shapes) > 1:
         raise Fault("wrong_shape", paths[0], f"the files of one sample differ in size: {sorted(shapes)}")
     return np.concatenate(layers, 0)
+
+
+def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
+    """[..., 4, H, W] -> [..., 4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
+
+    Leading axes (several images at once) are kept.
+    """
+    *lead, b, h, w = image.shape
+    sh, sw = h // grid, w // grid
+    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
+    return x.reshape(*lead, b * grid * grid, sh * sw)
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
