@@ -122,6 +122,36 @@ def test_each_fault_marks_the_modality_missing_and_is_counted(raw, tmp_path, kin
     assert not (tmp_path / "strict" / "store.json").exists()
 
 
+def test_decoding_faults_name_the_file_read(raw, tmp_path):
+    """The shared fault path: patches of two sizes are a wrong shape, a cube found under its other spelling is
+    the file a fault names, a table cell that is not a number is that survey's fault."""
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    rgb = next(copy.glob("PA_Train_SatellitePatches_RGB/**/*.jpeg"))
+    nir = copy / str(rgb.relative_to(copy)).replace("RGB", "NIR").replace("rgb", "nir")
+    Image.new("L", (64, 64), 3).save(nir, "JPEG")
+    cube = next(copy.glob("TimeSeries-Cubes/**/*landsat-time-series_*_cube.pt"))
+    renamed = cube.with_name(cube.name.replace("landsat-time-series", "landsat_time_series"))
+    cube.rename(renamed)
+    renamed.write_bytes(b"not a cube")
+    elevation = next(copy.rglob("GLC24-PA-train-elevation.csv"))
+    lines = elevation.read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",abc"
+    elevation.write_text("\n".join(lines) + "\n")
+    plan, decoder = plan_geoplant(copy, GeoPlantOptions())
+    ids = plan.samples["sample_id"].tolist()
+    data = decoder(range(len(ids)))
+    faults = {(f["kind"], f["modality"], f["sample"]): f for f in data.faults}
+    sid = {p: p.stem.split("_")[-2] if p.name.endswith("_cube.pt") else p.stem for p in (rgb, renamed)}
+    assert faults[("wrong_shape", "sentinel2", sid[rgb])]["file"] == str(rgb)
+    assert faults[("corrupt_file", "landsat", sid[renamed])]["file"] == str(renamed)
+    bad = faults[("bad_value", "tabular", lines[1].split(",")[0])]
+    assert bad["file"] == str(elevation) and bad["detail"] == "Elevation: not a number"
+    assert len(data.faults) == 3
+    for kind, m, s in faults:
+        assert not data.valid[m][ids.index(s)].all()
+
+
 def test_empty_species_surveys_are_kept_with_no_labels(raw, store):
     meta = _metadata(raw)
     empty = set(meta.groupby("surveyId")["speciesId"].apply(lambda s: s.isna().all()).pipe(lambda s: s[s].index))

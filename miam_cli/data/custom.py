@@ -714,7 +714,7 @@ def build_timeseries_csv(m: str, s: TimeseriesCsvModality, ctx: Context) -> Buil
     keys = ctx.keys(m, s)
     markers = {x.strip().lower() for x in s.missing}
     values = np.full((len(keys), len(tokens), len(files) * len(steps)), np.nan, np.float32)
-    faults: dict[int, R.Fault] = {}
+    faults: dict[int, list[R.Fault]] = {}
     for f, (name, table) in enumerate(tables.items()):
         absent = ~pd.Index(keys).isin(table.index)
         text = table.reindex(keys)[used].fillna("").apply(lambda col: col.str.strip())
@@ -722,9 +722,9 @@ def build_timeseries_csv(m: str, s: TimeseriesCsvModality, ctx: Context) -> Buil
         numbers = np.where(marked, np.nan, text.apply(lambda col: pd.to_numeric(col, errors="coerce")).to_numpy(np.float32))
         unparsable = np.isnan(numbers) & ~marked
         for r in np.flatnonzero(absent):
-            faults.setdefault(r, R.Fault("missing_row", paths[name], f"no row for {keys[r]} in {paths[name].name}"))
+            faults.setdefault(r, [R.Fault("missing_row", paths[name], f"no row for {keys[r]} in {paths[name].name}")])
         for r in np.flatnonzero(unparsable.any(axis=1) & ~absent):
-            faults.setdefault(r, R.Fault("bad_value", paths[name], f"{int(unparsable[r].sum())} value(s) neither numbers nor missing markers"))
+            faults.setdefault(r, [R.Fault("bad_value", paths[name], f"{int(unparsable[r].sum())} value(s) neither numbers nor missing markers")])
         for c, (_, t, st) in enumerate(placement):
             values[:, t, f * len(steps) + st] = numbers[:, c]
     valid = np.isfinite(values).all(axis=2)  # a missing marker (e.g. eos) in any feature: the token has no data
