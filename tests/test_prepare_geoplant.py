@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from miam_cli.cli.main import main
-from miam_cli.data.geoplant import GeoPlantOptions, patch_tokens, plan_geoplant, short_dirs
+from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant, short_dirs
 from miam_cli.data.prepare import run_prepare
+from miam_cli.data.readers import patch_tokens
 from miam_cli.store.reader import TokenStore
 from miam_cli.store.writer import StoreWriter
 from miam_cli.synth.geoplant import inject_faults, synth_geoplant
@@ -119,6 +120,36 @@ def test_each_fault_marks_the_modality_missing_and_is_counted(raw, tmp_path, kin
     assert report["counts"][kind] >= 1
     assert _cli(["prepare", "geoplant", copy, tmp_path / "strict", "--strict"]) == 2
     assert not (tmp_path / "strict" / "store.json").exists()
+
+
+def test_decoding_faults_name_the_file_read(raw, tmp_path):
+    """The shared fault path: patches of two sizes are a wrong shape, a cube found under its other spelling is
+    the file a fault names, a table cell that is not a number is that survey's fault."""
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    rgb = next(copy.glob("PA_Train_SatellitePatches_RGB/**/*.jpeg"))
+    nir = copy / str(rgb.relative_to(copy)).replace("RGB", "NIR").replace("rgb", "nir")
+    Image.new("L", (64, 64), 3).save(nir, "JPEG")
+    cube = next(copy.glob("TimeSeries-Cubes/**/*landsat-time-series_*_cube.pt"))
+    renamed = cube.with_name(cube.name.replace("landsat-time-series", "landsat_time_series"))
+    cube.rename(renamed)
+    renamed.write_bytes(b"not a cube")
+    elevation = next(copy.rglob("GLC24-PA-train-elevation.csv"))
+    lines = elevation.read_text().splitlines()
+    lines[1] = lines[1].rsplit(",", 1)[0] + ",abc"
+    elevation.write_text("\n".join(lines) + "\n")
+    plan, decoder = plan_geoplant(copy, GeoPlantOptions())
+    ids = plan.samples["sample_id"].tolist()
+    data = decoder(range(len(ids)))
+    faults = {(f["kind"], f["modality"], f["sample"]): f for f in data.faults}
+    sid = {p: p.stem.split("_")[-2] if p.name.endswith("_cube.pt") else p.stem for p in (rgb, renamed)}
+    assert faults[("wrong_shape", "sentinel2", sid[rgb])]["file"] == str(rgb)
+    assert faults[("corrupt_file", "landsat", sid[renamed])]["file"] == str(renamed)
+    bad = faults[("bad_value", "tabular", lines[1].split(",")[0])]
+    assert bad["file"] == str(elevation) and bad["detail"] == "Elevation: not a number"
+    assert len(data.faults) == 3
+    for kind, m, s in faults:
+        assert not data.valid[m][ids.index(s)].all()
 
 
 def test_empty_species_surveys_are_kept_with_no_labels(raw, store):

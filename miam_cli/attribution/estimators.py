@@ -441,42 +441,29 @@ def next_batch(count: int, min_pairs: int, batch_pairs: int, pairs: int | None) 
     return max(1, min(batch_pairs, max(min_pairs - count, count // 2)))
 
 
-class PermutationSampler:
-    """Antithetic permutation sampling of Shapley values.
+class PairSampler:
+    """The sampling loop both samplers share: draw a batch of pairs (each pair's coalitions depend only
+    on (seed, pair index)), keep the pairs the budget affords, evaluate them in one call, fold them
+    into the tracker, and stop when the budget is spent, the tolerance is met (no pair count asked
+    for), or all 2^P coalitions have been seen (then the exact values, at no further cost).
 
-    Each draw is a permutation π and its reverse; the P+1 prefix coalitions of a whole batch of
-    pairs go to the value function in one call. Sampling stops when the largest standard error
-    meets ``tolerance`` (a ``Tolerance``; a number is in the game's units) after ``min_pairs`` pairs, when the next pair
-    would exceed ``budget`` coalition evaluations, or after ``pairs`` pairs when those are asked
-    for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
-    asked for, the exact values come from the cache at no further cost.
-    """
+    A sampler says how a pair is drawn (``_draw``, ``rows_per_pair``), what it keeps of its values
+    (``_absorb``) and what it reports (``_result``)."""
 
-    def __init__(
-        self,
-        value_fn: ValueFn | CoalitionCache,
-        num_players: int,
-        budget: int | None,
-        tolerance: float | Tolerance = 0.001,
-        batch_permutations: int = 64,
-        seed: int = 0,
-        player_names: Sequence[str] | None = None,
-        min_pairs: int = 8,
-        progress: ProgressFn | None = None,  # told after every batch: (evaluations, largest error, stopping error)
-    ):
-        if num_players < 1:
-            raise ValueError("permutation sampling needs at least one player")
-        if batch_permutations < 2:
-            raise ValueError("batch_permutations must be at least 2 (one antithetic pair)")
+    rows_per_pair: int  # coalition evaluations a pair asks for (before the cache)
+
+    def __init__(self, value_fn: ValueFn | CoalitionCache, num_players: int, budget: int | None,
+                 tolerance: float | Tolerance, batch_pairs: int, seed: int = 0, player_names: Sequence[str] | None = None,
+                 min_pairs: int = 8, progress: ProgressFn | None = None):
         self.cache = _as_cache(value_fn, num_players)
         self.num_players = num_players
         self.budget = budget
         self.tolerance = Tolerance.of(tolerance)
-        self.batch_pairs = batch_permutations // 2
+        self.batch_pairs = batch_pairs
         self.seed = seed
         self.players = _player_names(player_names, num_players)
         self.min_pairs = min_pairs
-        self.progress = progress
+        self.progress = progress  # told after every batch: (evaluations, largest error, stopping error)
 
     def run(self, pairs: int | None = None, seed: int | None = None, first_pair: int = 0) -> ShapleyResult:
         """Sample pairs ``first_pair, first_pair+1, ...`` of the stream ``seed``.
@@ -487,37 +474,90 @@ class PermutationSampler:
         if pairs is not None and pairs < 1:
             raise ValueError(f"pairs must be at least 1, got {pairs}")
         seed = self.seed if seed is None else seed
-        tracker = ConvergenceTracker.empty(self.num_players)
         start = self.cache.evaluations
+        self._start()
+        tracker = self._empty_tracker()
         while pairs is None or tracker.count < pairs:
             wanted = next_batch(tracker.count, self.min_pairs, self.batch_pairs, pairs)
-            perms = antithetic_permutations(seed, first_pair + tracker.count, wanted, self.num_players)
-            coalitions = prefix_coalitions(perms).reshape(-1, self.num_players)
+            coalitions, draw = self._draw(seed, first_pair + tracker.count, wanted)
             keys = self.cache.keys(coalitions)
-            affordable = self._affordable_pairs(keys, start)
+            affordable = affordable_pairs(self.cache, self.budget, start, keys, self.rows_per_pair)
+            met = False
             if affordable:
-                rows = affordable * 2 * (self.num_players + 1)
-                prefix_values = self.cache.values(coalitions[:rows], keys[:rows])
-                perms = perms[: 2 * affordable]
-                tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
-                if self.progress is not None:
-                    report_progress(self.progress, self.cache.evaluations - start, tracker.std_errors, self.tolerance, *self._ends())
+                rows = affordable * self.rows_per_pair
+                met = self._absorb(tracker, draw, affordable, self.cache.values(coalitions[:rows], keys[:rows]),
+                                   self.cache.evaluations - start, stopping=pairs is None)
             if affordable < wanted:  # budget spent
                 break
             if pairs is None and self.cache.complete:
                 return _exact_result(self.cache.values(all_coalitions(self.num_players)),
                                      self.players, self.cache.evaluations - start)
-            if pairs is None and tracker.converged(self.tolerance, self.min_pairs, *self._ends()):
+            if pairs is None and met:
                 break
         if tracker.count == 0:
-            raise ValueError(
-                f"budget of {self.budget} coalition evaluations cannot pay for one antithetic pair "
-                f"(up to {2 * self.num_players} evaluations for {self.num_players} players)"
-            )
+            raise ValueError(self._unaffordable())
         return self._result(tracker, self.cache.evaluations - start)
 
-    def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
-        return affordable_pairs(self.cache, self.budget, start, keys, 2 * (self.num_players + 1))
+    def _start(self) -> None:
+        """Before the first batch (the kernel sampler's v(none) and v(all))."""
+
+    def _empty_tracker(self):
+        raise NotImplementedError
+
+    def _draw(self, seed: int, first_pair: int, num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """(coalitions [num_pairs · rows_per_pair, P] to evaluate, what ``_absorb`` needs of the draw)."""
+        raise NotImplementedError
+
+    def _absorb(self, tracker, draw: np.ndarray, num_pairs: int, values: np.ndarray, evaluations: int, stopping: bool) -> bool:
+        """Fold the first ``num_pairs`` pairs into ``tracker``, tell ``progress``; whether the tolerance is met."""
+        raise NotImplementedError
+
+    def _unaffordable(self) -> str:
+        raise NotImplementedError
+
+    def _result(self, tracker, evaluations: int) -> ShapleyResult:
+        raise NotImplementedError
+
+
+class PermutationSampler(PairSampler):
+    """Antithetic permutation sampling of Shapley values.
+
+    Each draw is a permutation π and its reverse; the P+1 prefix coalitions of a whole batch of
+    pairs go to the value function in one call. Sampling stops when the largest standard error
+    meets ``tolerance`` (a ``Tolerance``; a number is in the game's units) after ``min_pairs`` pairs, when the next pair
+    would exceed ``budget`` coalition evaluations, or after ``pairs`` pairs when those are asked
+    for (shards). When a small game has had all 2^P coalitions evaluated and no pair count was
+    asked for, the exact values come from the cache at no further cost.
+    """
+
+    def __init__(self, value_fn: ValueFn | CoalitionCache, num_players: int, budget: int | None,
+                 tolerance: float | Tolerance = 0.001, batch_permutations: int = 64, **options):
+        """``options``: ``PairSampler``'s seed, player_names, min_pairs, progress."""
+        if num_players < 1:
+            raise ValueError("permutation sampling needs at least one player")
+        if batch_permutations < 2:
+            raise ValueError("batch_permutations must be at least 2 (one antithetic pair)")
+        super().__init__(value_fn, num_players, budget, tolerance, batch_permutations // 2, **options)
+        self.rows_per_pair = 2 * (num_players + 1)
+
+    def _empty_tracker(self) -> ConvergenceTracker:
+        return ConvergenceTracker.empty(self.num_players)
+
+    def _draw(self, seed: int, first_pair: int, num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        perms = antithetic_permutations(seed, first_pair, num_pairs, self.num_players)
+        return prefix_coalitions(perms).reshape(-1, self.num_players), perms
+
+    def _absorb(self, tracker: ConvergenceTracker, perms: np.ndarray, num_pairs: int, prefix_values: np.ndarray,
+                evaluations: int, stopping: bool) -> bool:
+        perms = perms[: 2 * num_pairs]
+        tracker.update(pair_samples(perms, prefix_values.reshape(len(perms), -1)))
+        if self.progress is not None:
+            report_progress(self.progress, evaluations, tracker.std_errors, self.tolerance, *self._ends())
+        return stopping and tracker.converged(self.tolerance, self.min_pairs, *self._ends())
+
+    def _unaffordable(self) -> str:
+        return (f"budget of {self.budget} coalition evaluations cannot pay for one antithetic pair "
+                f"(up to {2 * self.num_players} evaluations for {self.num_players} players)")
 
     def _ends(self) -> tuple[float, float]:
         """v(all), v(none): every permutation's first and last prefix, so cached after the first pair."""
@@ -641,7 +681,7 @@ def _within_size_deviations(z: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, n
     return z - z_means[sizes] / counts, g - g_means[sizes] / counts[:, 0]
 
 
-class KernelSampler:
+class KernelSampler(PairSampler):
     """Paired KernelSHAP with an online standard error.
 
     Each draw is a coalition S from the Shapley kernel (size s with probability ∝ 1/(s(P−s)),
@@ -651,73 +691,47 @@ class KernelSampler:
     max(``min_pairs``, P) pairs, so that A is well determined), budget, or ``pairs`` for shards.
     """
 
-    def __init__(
-        self,
-        value_fn: ValueFn | CoalitionCache,
-        num_players: int,
-        budget: int | None,
-        tolerance: float | Tolerance = 0.001,
-        batch_pairs: int = 256,
-        seed: int = 0,
-        player_names: Sequence[str] | None = None,
-        min_pairs: int = 8,
-        progress: ProgressFn | None = None,  # told after every batch: (evaluations, largest error, stopping error)
-    ):
+    rows_per_pair = 2
+
+    def __init__(self, value_fn: ValueFn | CoalitionCache, num_players: int, budget: int | None,
+                 tolerance: float | Tolerance = 0.001, batch_pairs: int = 256, **options):
+        """``options``: ``PairSampler``'s seed, player_names, min_pairs, progress."""
         if num_players < 2:
             raise ValueError("KernelSHAP needs at least two players (one player's value is v(all) − v(none))")
-        self.cache = _as_cache(value_fn, num_players)
-        self.num_players = num_players
-        self.budget = budget
-        self.tolerance = Tolerance.of(tolerance)
-        self.batch_pairs = batch_pairs
-        self.seed = seed
-        self.players = _player_names(player_names, num_players)
+        super().__init__(value_fn, num_players, budget, tolerance, batch_pairs, **options)
         # the sandwich errors of a nearly saturated fit are too small (measured: the largest error 3x
         # the largest reported SE at 2P pairs, 2x from 3P on); no stop on them before 2P pairs
-        self.min_pairs = max(min_pairs, UNITS_FOR_ERRORS["kernel"](num_players))
-        self.progress = progress
+        self.min_pairs = max(self.min_pairs, UNITS_FOR_ERRORS["kernel"](num_players))
 
-    def run(self, pairs: int | None = None, seed: int | None = None, first_pair: int = 0) -> ShapleyResult:
-        """Sample pairs ``first_pair, first_pair+1, ...`` of the stream ``seed`` (``pairs`` as in
-        ``PermutationSampler.run``)."""
-        if pairs is not None and pairs < 1:
-            raise ValueError(f"pairs must be at least 1, got {pairs}")
-        seed = self.seed if seed is None else seed
-        start = self.cache.evaluations
-        ends = np.stack([np.zeros(self.num_players, bool), np.ones(self.num_players, bool)])
+    def _start(self) -> None:
         if self.budget is not None and self.budget < 4:
             raise ValueError(f"budget of {self.budget} coalition evaluations cannot pay for v(none), v(all) and one pair")
-        v_none, v_all = self.cache.values(ends)
-        tracker = RegressionTracker.empty(self.num_players)
-        while pairs is None or tracker.count < pairs:
-            wanted = next_batch(tracker.count, self.min_pairs, self.batch_pairs, pairs)
-            coalitions = kernel_pairs(seed, first_pair + tracker.count, wanted, self.num_players)
-            keys = self.cache.keys(coalitions)
-            affordable = self._affordable_pairs(keys, start)
-            std_errors = None
-            if affordable:
-                rows = 2 * affordable
-                gains = self.cache.values(coalitions[:rows], keys[:rows]) - v_none
-                tracker.update(coalitions[:rows], gains)
-                # the solve costs more than the sampling at large budgets: only when someone reads it
-                # (tolerance 0 can never be met)
-                if self.progress is not None or (pairs is None and self.tolerance.stops_early and tracker.count >= self.min_pairs):
-                    std_errors = tracker.solve(v_all - v_none)[1]
-                    report_progress(self.progress, self.cache.evaluations - start, std_errors, self.tolerance, v_all, v_none)
-            if affordable < wanted:  # budget spent
-                break
-            if pairs is None and self.cache.complete:
-                return _exact_result(self.cache.values(all_coalitions(self.num_players)),
-                                     self.players, self.cache.evaluations - start)
-            if pairs is None and std_errors is not None and tracker.count >= self.min_pairs \
-                    and self.tolerance.met(std_errors, v_all, v_none):
-                break
-        if tracker.count == 0:
-            raise ValueError(f"budget of {self.budget} coalition evaluations cannot pay for one pair after v(none) and v(all)")
-        return kernel_result(tracker, self.players, self.cache.evaluations - start, v_all, v_none, self.tolerance, self.min_pairs)
+        ends = np.stack([np.zeros(self.num_players, bool), np.ones(self.num_players, bool)])
+        self.v_none, self.v_all = self.cache.values(ends)
 
-    def _affordable_pairs(self, keys: list[bytes], start: int) -> int:
-        return affordable_pairs(self.cache, self.budget, start, keys, 2)
+    def _empty_tracker(self) -> RegressionTracker:
+        return RegressionTracker.empty(self.num_players)
+
+    def _draw(self, seed: int, first_pair: int, num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        coalitions = kernel_pairs(seed, first_pair, num_pairs, self.num_players)
+        return coalitions, coalitions
+
+    def _absorb(self, tracker: RegressionTracker, coalitions: np.ndarray, num_pairs: int, values: np.ndarray,
+                evaluations: int, stopping: bool) -> bool:
+        tracker.update(coalitions[: 2 * num_pairs], values - self.v_none)
+        # the solve costs more than the sampling at large budgets: only when someone reads it
+        # (tolerance 0 can never be met)
+        if self.progress is None and not (stopping and self.tolerance.stops_early and tracker.count >= self.min_pairs):
+            return False
+        std_errors = tracker.solve(self.v_all - self.v_none)[1]
+        report_progress(self.progress, evaluations, std_errors, self.tolerance, self.v_all, self.v_none)
+        return stopping and tracker.count >= self.min_pairs and self.tolerance.met(std_errors, self.v_all, self.v_none)
+
+    def _unaffordable(self) -> str:
+        return f"budget of {self.budget} coalition evaluations cannot pay for one pair after v(none) and v(all)"
+
+    def _result(self, tracker: RegressionTracker, evaluations: int) -> ShapleyResult:
+        return kernel_result(tracker, self.players, evaluations, self.v_all, self.v_none, self.tolerance, self.min_pairs)
 
 
 def kernel_result(tracker: RegressionTracker, players: list[str], evaluations: int, v_all: float, v_none: float,

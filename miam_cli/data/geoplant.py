@@ -17,20 +17,19 @@ lat [-90, 90], or metadata rows that disagree on their coordinates are left out 
 
 from __future__ import annotations
 
-import csv
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from miam_cli.data import readers as R
 from miam_cli.data.confine import SAFE_ID, Confinement
 from miam_cli.data.like import adopt_like, open_like
 from miam_cli.data.split import spatial_block_split, split_from_data
 from miam_cli.errors import UserError
 from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
-from miam_cli.store.writer import ChunkData, StorePlan
+from miam_cli.store.writer import StorePlan
 
 BANDS = ["red", "green", "blue", "nir"]
 LANDSAT_BANDS = ["red", "green", "blue", "nir", "swir1", "swir2"]
@@ -112,20 +111,20 @@ def read_metadata(raw: Path, layout: str, files: GeoPlantFiles | None = None) ->
             if f.exists():
                 if files:
                     files.refuse_outside(f)
-                df = _with_columns(read_csv_table(f), f, ("surveyId", "lon", "lat"))
+                df = _with_columns(R.read_csv_table(f), f, ("surveyId", "lon", "lat"))
                 df["subset"] = subset
                 frames.append(df)
                 break
     if not frames and (raw / "metadata.csv").exists():  # the single-file sample layout (malpolon fixtures)
         if files:
             files.refuse_outside(raw / "metadata.csv")
-        frames.append(_with_columns(read_csv_table(raw / "metadata.csv"), raw / "metadata.csv", ("surveyId", "lon", "lat")))
+        frames.append(_with_columns(R.read_csv_table(raw / "metadata.csv"), raw / "metadata.csv", ("surveyId", "lon", "lat")))
     if not frames:
         raise UserError(f"{raw}: no metadata CSV (expected {METADATA_NAMES[layout][0].format(s='train')} or metadata.csv)")
     meta = pd.concat(frames, ignore_index=True)
     if "subset" not in meta.columns:
         meta["subset"] = "train"
-    meta["surveyId"] = meta["surveyId"].map(_id_string)
+    meta["surveyId"] = meta["surveyId"].map(R.id_text)
     for col in ("lon", "lat"):  # text in a coordinate is no coordinate (the survey is dropped and counted)
         meta[col] = pd.to_numeric(meta[col], errors="coerce")
     return meta
@@ -140,31 +139,6 @@ def _with_columns(table: pd.DataFrame, path: Path, columns) -> pd.DataFrame:
     return table
 
 
-def read_csv_table(path: Path, **kwargs) -> pd.DataFrame:
-    """A CSV table (separator sniffed for small files unless `kwargs` say how to read it); unreadable
-    (empty, not text, not CSV) is a UserError naming the file and never quoting it."""
-    try:
-        if kwargs:
-            return pd.read_csv(path, **kwargs)
-        return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
-    except (ValueError, csv.Error, OSError) as e:  # pandas' parser and empty-data errors, UTF-8 errors are ValueErrors
-        raise UserError(f"{path}: cannot read CSV ({type(e).__name__}{_position(e)})") from None
-
-
-def _position(e: Exception) -> str:
-    """Where a parser stopped ("line 7"), without the text it found there."""
-    m = re.search(r"line \d+", str(e))
-    return f" at {m.group(0)}" if m else ""
-
-
-def _id_string(v) -> str:
-    """Survey/species ids arrive as int, float (`6310.0`) or string; normalise to the integer text."""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    s = str(v).strip()
-    return s[:-2] if s.endswith(".0") else s
-
-
 def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """One row per survey with its species list and whether it is labelled.
 
@@ -175,7 +149,7 @@ def survey_table(meta: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     has_species = meta["speciesId"].notna() if "speciesId" in meta.columns else pd.Series(False, index=meta.index)
     labelled_subsets = set(meta.loc[has_species, "subset"]) if "speciesId" in meta.columns else set()
     species = meta.loc[has_species, ["surveyId", "speciesId"]].copy()
-    species["speciesId"] = species["speciesId"].map(_id_string)
+    species["speciesId"] = species["speciesId"].map(R.id_text)
     by_survey = species.groupby("surveyId", sort=False)["speciesId"].agg(lambda s: sorted(set(s)))
     grouped = meta.groupby("surveyId", sort=False)
     surveys = grouped.agg(lon=("lon", "first"), lat=("lat", "first"), subset=("subset", "first")).reset_index()
@@ -223,7 +197,7 @@ class Environment:
     names: list[str]
     values: np.ndarray
     usable: np.ndarray
-    faults: dict[int, list[dict]]
+    faults: dict[int, list[R.Fault]]
     files: list[str]
 
 
@@ -247,8 +221,8 @@ def read_environment(raw: Path, layout: str, survey_ids: pd.Series, files: GeoPl
     row_of = {sid: i for i, sid in enumerate(survey_ids)}
     columns, usable, names, used, faults = [], [], [], [], {}
     for files in groups.values():
-        table = pd.concat([_with_columns(read_csv_table(f), f, ("surveyId",)).assign(__file=str(f)) for f in files], ignore_index=True)
-        table["surveyId"] = table["surveyId"].map(_id_string)
+        table = pd.concat([_with_columns(R.read_csv_table(f), f, ("surveyId",)).assign(__file=str(f)) for f in files], ignore_index=True)
+        table["surveyId"] = table["surveyId"].map(R.id_text)
         for col in table.columns:
             if col in ("surveyId", "__file") or str(col).lower() in {"lon", "lat"}:
                 continue
@@ -282,14 +256,14 @@ def _per_survey(table: pd.DataFrame, parsed: pd.Series, bad: pd.Series, col: str
     rows = table["surveyId"].map(row_of)
     here = rows.notna().to_numpy()
     for r, f in zip(rows[here & bad.to_numpy()].astype(int), table["__file"][here & bad.to_numpy()]):
-        faults.setdefault(r, []).append({"kind": "bad_value", "file": f, "detail": f"{col}: not a number"})
+        faults.setdefault(r, []).append(R.Fault("bad_value", f, f"{col}: not a number"))
         ok[r] = False
     good = here & ~bad.to_numpy()
     frame = pd.DataFrame({"row": rows[good].astype(int), "value": parsed[good].to_numpy(), "file": table["__file"][good]})
     distinct = frame.groupby("row")["value"].nunique(dropna=False)
     for r in distinct.index[distinct > 1]:
         f = frame.loc[frame["row"] == r, "file"].iloc[0]
-        faults.setdefault(int(r), []).append({"kind": "conflicting_rows", "file": f, "detail": f"{col}: rows disagree"})
+        faults.setdefault(int(r), []).append(R.Fault("conflicting_rows", f, f"{col}: rows disagree"))
         ok[r] = False
     first = frame.drop_duplicates("row")
     values[first["row"].to_numpy()] = first["value"].to_numpy(np.float32)
@@ -298,120 +272,86 @@ def _per_survey(table: pd.DataFrame, parsed: pd.Series, bad: pd.Series, col: str
 
 
 # ---------------------------------------------------------------- per-sample decoding (runs in workers)
-@dataclass
-class GeoPlantDecoder:
-    """Picklable: decodes one chunk of surveys into tokens. Runs in a spawned worker when --workers > 0."""
+ABSENT = "file listed in metadata but absent"
+
+
+@dataclass(frozen=True)
+class SurveyPaths:
+    """Per survey, the files of one modality (`FileSource` keys), found when a chunk is decoded: a list
+    of every survey's paths would travel to the workers with each chunk."""
 
     files: GeoPlantFiles
+    modality: str
     survey_ids: list[str]
     subsets: list[str]
-    tabular: np.ndarray  # [N, V]
-    tabular_usable: np.ndarray  # [N, V] bool: False for bad or conflicting cells (their faults are below)
-    tabular_faults: dict[int, list[dict]]
-    grid: int
+
+    def __len__(self) -> int:
+        return len(self.survey_ids)
+
+    def __getitem__(self, row: int) -> list[Path]:
+        sid, subset = self.survey_ids[row], self.subsets[row]
+        return self.files.sentinel2(sid, subset) if self.modality == "sentinel2" else self.files.cube(self.modality, sid, subset)
+
+
+@dataclass(frozen=True)
+class Sentinel2Reader:
+    """A survey's patch (GLC24: an RGB and a NIR JPEG; GLC25: one 4-band GeoTIFF) -> band x sub-patch tokens.
+
+    The patch must have the release's size: a patch of another size is a `wrong_shape` fault, never resized."""
+
     patch_size: int
-    modalities: list[str] = field(default_factory=list)
+    grid: int
 
-    def __call__(self, rows: range) -> ChunkData:
-        n = len(rows)
-        values, valid, faults = {}, {}, []
-        for m in self.modalities:
-            T, F = self._shape(m)
-            values[m] = np.zeros((n, T, F), np.float32)
-            valid[m] = np.zeros((n, T), bool)
-        for j, r in enumerate(rows):
-            sid, subset = self.survey_ids[r], self.subsets[r]
-            for m in self.modalities:
-                if m == "tabular":
-                    values[m][j, :, 0] = np.where(self.tabular_usable[r], self.tabular[r], 0.0)
-                    valid[m][j] = self.tabular_usable[r]  # NaN (absent from the CSV) is marked missing by the writer
-                    faults += [{"sample": sid, "modality": m, **f} for f in self.tabular_faults.get(r, [])]
-                    continue
-                tokens, fault = self._decode(m, sid, subset)
-                if fault:
-                    faults.append({"sample": sid, "modality": m, **fault})
-                else:
-                    values[m][j], valid[m][j] = tokens, True
-        return ChunkData(values, valid, faults)
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(BANDS) * self.grid**2, (self.patch_size // self.grid) ** 2
 
-    def _shape(self, m: str) -> tuple[int, int]:
-        return {
-            "tabular": (self.tabular.shape[1], 1),
-            "sentinel2": (4 * self.grid * self.grid, self.patch_size**2 // (self.grid * self.grid)),
-            "landsat": (len(LANDSAT_YEARS), 24),
-            "bioclim": (len(BIOCLIM_YEARS), 48),
-        }[m]
+    def __call__(self, paths: list[Path]):
+        R.require_files(paths, ABSENT)
+        image = R.load_bands(paths, ("RGB", "L") if len(paths) == 2 else None)
+        expected = [len(BANDS), self.patch_size, self.patch_size]
+        if list(image.shape) != expected:
+            raise R.Fault("wrong_shape", paths[0], f"shape {list(image.shape)}, expected {expected}")
+        return R.patch_tokens(image, self.grid), np.ones(self.shape[0], bool)
 
-    def _decode(self, m: str, sid: str, subset: str):
-        paths = self.files.sentinel2(sid, subset) if m == "sentinel2" else self.files.cube(m, sid, subset)
-        outside = next((p for p in paths if p.exists() and self.files.confine and not self.files.confine.inside(p)), None)
-        if outside is not None:
-            return None, {"kind": "outside_root", "file": str(outside), "detail": self.files.confine.why_not(outside)}
-        if m == "sentinel2":
-            missing = [p for p in paths if not p.exists()]
-            if missing:
-                return None, {"kind": "missing_file", "file": str(missing[0]), "detail": "file listed in metadata but absent"}
-            try:
-                image = read_sentinel2(paths)
-            except Exception as e:  # any decoder error: the file is corrupt for our purposes
-                return None, {"kind": "corrupt_file", "file": str(paths[0]), "detail": f"{type(e).__name__}: {e}"[:200]}
-            if image.shape != (4, self.patch_size, self.patch_size):
-                return None, {"kind": "wrong_shape", "file": str(paths[0]), "detail": f"shape {list(image.shape)}, expected {[4, self.patch_size, self.patch_size]}"}
-            return patch_tokens(image, self.grid), None
-        path = next((p for p in paths if p.exists()), None)
-        if path is None:
-            return None, {"kind": "missing_file", "file": str(paths[0]), "detail": "file listed in metadata but absent"}
+
+@dataclass(frozen=True)
+class CubeReader:
+    """A survey's Landsat or climate cube -> one token per year; the first of its candidate names that exists."""
+
+    cube: R.ArrayReader
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.cube.shape
+
+    def __call__(self, candidates: list[Path]):
+        path = next((p for p in candidates if p.exists()), candidates[0])
+        R.require_files([path], ABSENT)
         try:
-            cube = read_cube(path)
-        except Exception as e:
-            return None, {"kind": "corrupt_file", "file": str(path), "detail": f"{type(e).__name__}: {e}"[:200]}
-        expected = LANDSAT_SHAPE if m == "landsat" else BIOCLIM_SHAPE
-        if cube.shape != expected:
-            return None, {"kind": "wrong_shape", "file": str(path), "detail": f"shape {list(cube.shape)}, expected {list(expected)}"}
-        return (landsat_tokens(cube) if m == "landsat" else bioclim_tokens(cube)), None
+            return self.cube(path)
+        except R.Fault:
+            raise
+        except Exception as e:  # the fault names the file read, which need not be the first candidate
+            raise R.Fault.corrupt(path, e) from None
 
 
-def read_sentinel2(paths: list[Path]) -> np.ndarray:
-    """[4, H, W] float32 in band order red, green, blue, nir."""
-    if paths[0].suffix in (".tif", ".tiff"):
-        import rasterio
-
-        with rasterio.open(paths[0]) as src:
-            return src.read().astype(np.float32)
-    from PIL import Image
-
-    with Image.open(paths[0]) as rgb_file, Image.open(paths[1]) as nir_file:
-        rgb = np.asarray(rgb_file.convert("RGB"), dtype=np.float32)
-        nir = np.asarray(nir_file.convert("L"), dtype=np.float32)
-    return np.concatenate([rgb.transpose(2, 0, 1), nir[None]], 0)
+# the cubes' token axis: Landsat [6 bands, 4 quarters, 21 years] -> [21 years, band * 4 + quarter];
+# climate [4 variables, 19 years, 12 months] -> [19 years, variable * 12 + month]
+CUBES = {"landsat": R.ArrayReader(LANDSAT_SHAPE, token_axis=2), "bioclim": R.ArrayReader(BIOCLIM_SHAPE, token_axis=1)}
 
 
-def read_cube(path: Path) -> np.ndarray:
-    import torch
-
-    # the real cubes are saved as non-contiguous views: .contiguous() before numpy
-    return torch.load(path, map_location="cpu", weights_only=True).contiguous().numpy().astype(np.float32)
-
-
-def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
-    """[..., 4, H, W] -> [..., 4 * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
-
-    Leading axes (several images at once) are kept.
-    """
-    *lead, b, h, w = image.shape
-    sh, sw = h // grid, w // grid
-    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
-    return x.reshape(*lead, b * grid * grid, sh * sw)
-
-
-def landsat_tokens(cube: np.ndarray) -> np.ndarray:
-    """[6 bands, 4 quarters, 21 years] -> [21 years, 6 * 4] (feature = band * 4 + quarter)."""
-    return cube.transpose(2, 0, 1).reshape(cube.shape[2], -1)
-
-
-def bioclim_tokens(cube: np.ndarray) -> np.ndarray:
-    """[4 vars, 19 years, 12 months] -> [19 years, 4 * 12] (feature = var * 12 + month)."""
-    return cube.transpose(1, 0, 2).reshape(cube.shape[1], -1)
+def survey_sources(files: GeoPlantFiles, survey_ids: list[str], subsets: list[str], env: Environment, grid: int,
+                   patch_size: int) -> dict[str, R.TableSource | R.FileSource]:
+    """Each modality's token source: the tables up front, the patches and cubes file by file."""
+    sources = {}
+    if env.names:
+        sources["tabular"] = R.TableSource(np.where(env.usable, env.values, 0.0)[..., None], env.usable, env.faults)
+    sources["sentinel2"] = R.FileSource(SurveyPaths(files, "sentinel2", survey_ids, subsets), Sentinel2Reader(patch_size, grid),
+                                        files.confine)
+    for kind, reader in CUBES.items():
+        sources[kind] = R.FileSource(SurveyPaths(files, kind, survey_ids, subsets), CubeReader(reader), files.confine)
+    return sources
 
 
 # ---------------------------------------------------------------- the plan
@@ -428,7 +368,7 @@ class GeoPlantOptions:
     like: Path | None = None  # a training store whose classes and normalisation are reused
 
 
-def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlantDecoder]:
+def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, R.SourceDecoder]:
     raw = Path(raw)
     if not raw.is_dir():
         raise UserError(f"{raw}: no such directory")
@@ -478,9 +418,9 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, GeoPlant
     )
     if like is not None:
         plan = adopt_like(plan, like)
-    decoder = GeoPlantDecoder(files, samples["sample_id"].tolist(), surveys["subset"].astype(str).tolist(), env.values,
-                              env.usable, env.faults, opts.grid, patch_size, list(specs))
-    return plan, decoder
+    sample_ids = samples["sample_id"].tolist()
+    sources = survey_sources(files, sample_ids, surveys["subset"].astype(str).tolist(), env, opts.grid, patch_size)
+    return plan, R.SourceDecoder(sample_ids, sources)
 
 
 def _split(surveys: pd.DataFrame, opts: GeoPlantOptions) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Shared decoding helpers: every way a raw input becomes tokens `[T, F]` plus validity `[T]`.
 
-Dataset adapters (TaxaBench, custom dataset specs) are assembled from these pieces, so a format is
-decoded the same way whichever adapter meets it:
+Dataset adapters (GeoPlant, TaxaBench, custom dataset specs) are assembled from these pieces, so a
+format is decoded, and a bad input recorded, the same way whichever adapter meets it:
 
 - images (PIL formats or GeoTIFF; one file or several stacked as bands) -> band x sub-patch tokens;
 - audio (soundfile; PyAV when installed, for what libsndfile cannot read) -> log-mel frames pooled
@@ -21,18 +21,17 @@ missing and the fault recorded, and `--strict` turns faults into exit 2 (in `run
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-# GeoPlant's implementations predate this module and are the shared ones: one copy, used by all.
 from miam_cli.data.confine import Confinement
-from miam_cli.data.geoplant import _id_string as id_text
-from miam_cli.data.geoplant import patch_tokens
 from miam_cli.errors import UserError
 from miam_cli.store.writer import ChunkData
 
@@ -41,7 +40,7 @@ __all__ = [
     "RasterWindowReader", "LogMelParams", "EmbeddingTable", "id_text", "patch_tokens", "square_resize",
     "load_bands", "read_audio", "resample", "mel_filterbank", "log_mel_tokens", "grid_index", "grid_lookup",
     "location_encoding", "raster_points", "raster_pixels", "read_embeddings", "embedding_source",
-    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "check_confined",
+    "grid_names", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES", "check_confined", "read_csv_table", "require_files",
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
@@ -61,6 +60,11 @@ class Fault(Exception):
     def __reduce__(self):  # faults found at plan time travel to spawned workers inside a TableSource
         return Fault, (self.kind, self.file, self.detail)
 
+    @classmethod
+    def corrupt(cls, file: str | Path | None, error: Exception) -> "Fault":
+        """Any decoder's error: the input is corrupt for our purposes."""
+        return cls("corrupt_file", file, f"{type(error).__name__}: {error}"[:200])
+
     def record(self, sample: str, modality: str) -> dict:
         return {"kind": self.kind, "file": self.file, "sample": sample, "modality": modality, "detail": self.detail}
 
@@ -77,11 +81,11 @@ class TableSource:
 
     values: np.ndarray  # [N, T, F]
     valid: np.ndarray  # [N, T] bool
-    faults: dict[int, Fault] = field(default_factory=dict)
+    faults: dict[int, list[Fault]] = field(default_factory=dict)  # row -> its faults (a table may have several per row)
 
     def read(self, rows: range, sample_ids: list[str], modality: str):
         sl = slice(rows.start, rows.stop)
-        faults = [self.faults[r].record(sample_ids[r], modality) for r in rows if r in self.faults]
+        faults = [f.record(sample_ids[r], modality) for r in rows for f in self.faults.get(r, ())]
         return self.values[sl].astype(np.float32), self.valid[sl].copy(), faults
 
 
@@ -90,7 +94,7 @@ class FileSource:
     """Each sample's own input (a path, several paths, a pixel position) decoded by `reader`; paths
     outside `confine`'s root are `outside_root` faults and never opened (see `miam_cli.data.confine`)."""
 
-    keys: list  # per sample: what `reader` takes
+    keys: Sequence  # per sample: what `reader` takes
     reader: Reader
     confine: Confinement | None = None
 
@@ -110,9 +114,8 @@ class FileSource:
             except Fault as f:
                 faults.append(f.record(sample_ids[r], modality))
                 continue
-            except Exception as e:  # any decoder error: the input is corrupt for our purposes
-                fault = Fault("corrupt_file", _first_path(self.keys[r]), f"{type(e).__name__}: {e}"[:200])
-                faults.append(fault.record(sample_ids[r], modality))
+            except Exception as e:  # any decoder error
+                faults.append(Fault.corrupt(_first_path(self.keys[r]), e).record(sample_ids[r], modality))
                 continue
             values[j], valid[j] = np.where(ok[:, None], tokens, 0.0), ok
         return values, valid, faults
@@ -154,10 +157,39 @@ def _first_path(key) -> str | None:
     return str(first) if isinstance(first, (str, Path)) else None
 
 
-def _require(paths: list[Path]) -> None:
+def require_files(paths: list[Path], detail: str = "file expected for this sample but absent") -> None:
+    """A `missing_file` Fault for the first of `paths` that is not a file (`detail`: how the adapter knew of it)."""
     for p in paths:
         if not p.is_file():
-            raise Fault("missing_file", p, "file expected for this sample but absent")
+            raise Fault("missing_file", p, detail)
+
+
+# ================================================================ ids and tables
+def read_csv_table(path: Path, **kwargs) -> "pd.DataFrame":
+    """A CSV table (separator sniffed for small files unless `kwargs` say how to read it); unreadable
+    (empty, not text, not CSV) is a UserError naming the file and never quoting it."""
+    import pandas as pd
+
+    try:
+        if kwargs:
+            return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path, sep=None, engine="python") if path.stat().st_size < 1 << 20 else pd.read_csv(path)
+    except (ValueError, csv.Error, OSError) as e:  # pandas' parser and empty-data errors, UTF-8 errors are ValueErrors
+        raise UserError(f"{path}: cannot read CSV ({type(e).__name__}{_position(e)})") from None
+
+
+def _position(e: Exception) -> str:
+    """Where a parser stopped ("line 7"), without the text it found there."""
+    m = re.search(r"line \d+", str(e))
+    return f" at {m.group(0)}" if m else ""
+
+
+def id_text(v) -> str:
+    """Survey/species ids arrive as int, float (`6310.0`) or string; normalise to the integer text."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v).strip()
+    return s[:-2] if s.endswith(".0") else s
 
 
 # ================================================================ images -> band x sub-patch tokens
@@ -168,15 +200,17 @@ def grid_names(grid: int) -> list[str]:
 _PIL_NATURAL = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB"}
 
 
-def load_bands(paths: list[Path], mode: str | None = None) -> np.ndarray:
+def load_bands(paths: list[Path], mode: str | Sequence[str] | None = None) -> np.ndarray:
     """[C, H, W] float32: the files' bands stacked in order (GeoTIFF via rasterio, the rest via PIL).
 
-    `mode` ("RGB", "L") converts a PIL image first, e.g. so that a grayscale photo still gives 3 bands.
+    `mode` ("RGB", "L") converts a PIL image first, e.g. so that a grayscale photo still gives 3 bands;
+    a sequence gives each file its own (GLC24's patches: ("RGB", "L") for the RGB and the NIR JPEG).
     PIL images otherwise keep their natural bands and depth (L, I;16, F -> 1, RGB -> 3, RGBA -> 4);
     modes numpy cannot take as they are (bilevel, palette, CMYK, ...) are converted first.
     """
+    modes = [mode] * len(paths) if mode is None or isinstance(mode, str) else list(mode)
     layers = []
-    for p in paths:
+    for p, want in zip(paths, modes):
         if p.suffix.lower() in (".tif", ".tiff"):
             import rasterio
 
@@ -186,13 +220,24 @@ def load_bands(paths: list[Path], mode: str | None = None) -> np.ndarray:
         from PIL import Image
 
         with Image.open(p) as im:
-            target = mode or _PIL_NATURAL.get(im.mode)
+            target = want or _PIL_NATURAL.get(im.mode)
             a = np.asarray(im.convert(target) if target and target != im.mode else im, dtype=np.float32)
         layers.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     shapes = {layer.shape[1:] for layer in layers}
     if len(shapes) > 1:
         raise Fault("wrong_shape", paths[0], f"the files of one sample differ in size: {sorted(shapes)}")
     return np.concatenate(layers, 0)
+
+
+def patch_tokens(image: np.ndarray, grid: int) -> np.ndarray:
+    """[..., B, H, W] -> [..., B * grid * grid, (H/grid) * (W/grid)]: token = band * grid^2 + row * grid + col.
+
+    Leading axes (several images at once) are kept.
+    """
+    *lead, b, h, w = image.shape
+    sh, sw = h // grid, w // grid
+    x = image[..., : sh * grid, : sw * grid].reshape(*lead, b, grid, sh, grid, sw).swapaxes(-3, -2)
+    return x.reshape(*lead, b * grid * grid, sh * sw)
 
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -232,7 +277,7 @@ class ImageReader:
 
     def __call__(self, key):
         paths = _paths(key)
-        _require(paths)
+        require_files(paths)
         image = load_bands(paths, self.mode)
         if image.shape[0] != len(self.bands):
             raise Fault("wrong_shape", paths[0], f"{image.shape[0]} band(s), expected {len(self.bands)} ({', '.join(self.bands)})")
@@ -254,7 +299,7 @@ class ArrayReader:
 
     def __call__(self, key):
         path = _paths(key)[0]
-        _require([path])
+        require_files([path])
         cube = load_array(path)
         if cube.shape != tuple(self.array_shape):
             raise Fault("wrong_shape", path, f"shape {list(cube.shape)}, expected {list(self.array_shape)}")
@@ -572,7 +617,7 @@ class AudioReader:
 
     def __call__(self, key):
         path = _paths(key)[0]
-        _require([path])
+        require_files([path])
         signal, rate = read_audio(path)
         return log_mel_tokens(signal, rate, self.params)
 
@@ -685,6 +730,6 @@ def embedding_source(table: EmbeddingTable, modality: str, sample_ids: list[str]
     padded = np.concatenate([vectors, np.full((1, vectors.shape[1]), np.nan, np.float32)])  # row -1: absent id
     values = padded[rows]
     ok = np.isfinite(values).all(axis=1)
-    faults = {r: Fault("missing_embedding", table.file, "no vector for this id" if rows[r] < 0 else "null or NaN vector")
+    faults = {r: [Fault("missing_embedding", table.file, "no vector for this id" if rows[r] < 0 else "null or NaN vector")]
               for r in np.flatnonzero(~ok)}
     return TableSource(np.where(ok[:, None], values, 0.0)[:, None, :].astype(np.float32), ok[:, None], faults)

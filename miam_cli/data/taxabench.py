@@ -27,7 +27,6 @@ import pandas as pd
 
 from miam_cli.data import readers as R
 from miam_cli.data.confine import SAFE_ID, Confinement
-from miam_cli.data.geoplant import read_csv_table
 from miam_cli.errors import UserError
 from miam_cli.store.schema import ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
@@ -61,7 +60,7 @@ def read_observations(raw: Path) -> tuple[pd.DataFrame, dict]:
     path = raw / OBSERVATIONS_FILE
     if not path.is_file():
         raise UserError(f"{raw}: no {OBSERVATIONS_FILE} (the TaxaBench-8k observation table)")
-    df = read_csv_table(path, dtype=str, keep_default_na=False)
+    df = R.read_csv_table(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("id", "latitude", "longitude") if c not in df.columns]
     label = "taxon_id" if "taxon_id" in df.columns else "scientific_name"
     if missing or label not in df.columns:

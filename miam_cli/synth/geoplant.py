@@ -234,6 +234,7 @@ LOGIT_NOISE_SD = 0.5
 _MISSING_ENV_COLUMN = "Soilgrid-cfvo"  # ~1 % empty cells, a real quirk (noise column only)
 _MISSING_ENV_RATE = 0.01
 
+SPLITS = ("train", "test")  # the release's subsets, each with its own files
 FAULT_KINDS = ("missing_file", "corrupt_file", "wrong_shape", "nan_values", "empty_species")
 
 # Stream tags for per-purpose generators.
@@ -641,6 +642,26 @@ def _prepare_dir(raw_dir: Path) -> None:
     raw_dir.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass
+class _Surveys:
+    """Every survey's draws, indexed in generation order; `split_idx` lists each split's surveys by id."""
+
+    ids: np.ndarray
+    short_ids: np.ndarray
+    split_idx: dict[str, list[int]]
+    lon: np.ndarray
+    lat: np.ndarray
+    z: np.ndarray  # [n, env latents]
+    u: np.ndarray  # the NDVI latent's own part
+    v: np.ndarray  # the NDVI latent
+    e: np.ndarray  # the extreme event's intensity
+    labels: np.ndarray  # bool [n, species]
+    forced_empty: list[int]  # ids of train surveys emptied so that the train split has a few empty surveys
+    years: np.ndarray
+    uncertainty: np.ndarray
+    area: np.ndarray
+
+
 def synth_geoplant(
     raw_dir: Path | str,
     surveys: int = DEFAULT_SURVEYS,
@@ -668,10 +689,56 @@ def synth_geoplant(
         raise UserError(f"--version must be one of {', '.join(map(str, GENERATOR_VERSIONS))}, got {version!r}")
     gen = GENERATOR_VERSIONS[version]
     _prepare_dir(raw_dir)
-    n, k = int(surveys), int(species)
-    world = _World(seed, k, gen)
+    world = _World(seed, int(species), gen)
+    s = _draw_surveys(world, seed, int(surveys), test_fraction)
+    empty_surveys = _write_tables(raw_dir, world, s, _tabular_values(world, seed, s))
+    nbytes = _write_survey_files(raw_dir, seed, s, event_year, gen.background_sd, workers, progress)
+    _write_truth(raw_dir, world, seed, event_year, s, empty_surveys)
+    return {
+        "raw_dir": str(raw_dir),
+        "layout": "glc24",
+        "seed": int(seed),
+        "surveys": len(s.ids),
+        "train_surveys": len(s.split_idx["train"]),
+        "test_surveys": len(s.split_idx["test"]),
+        "species": int(species),
+        "event_year": int(event_year),
+        "short_survey_ids": sorted(int(x) for x in s.short_ids),
+        "empty_surveys": {split: len(empty_surveys[split]) for split in SPLITS},
+        "mean_prevalence": float(s.labels.mean()),
+        "files": 4 * len(s.ids) + 2 + 2 * len(ENV_TABLES) + 2,
+        "bytes_per_survey_files": int(nbytes),
+        "truth": str(raw_dir / "truth.json"),
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
 
-    # --- survey ids, split ---------------------------------------------------------------------
+
+
+def _draw_surveys(world: _World, seed: int, n: int, test_fraction: float) -> _Surveys:
+    """Ids, split, locations, latents, labels and metadata of every survey (each from its own stream)."""
+    ids, is_test, short_ids = _survey_ids(seed, n, test_fraction)
+    train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    loc_rng = _rng(seed, _S_LOC)
+    lon = np.round(loc_rng.uniform(*LON_RANGE, size=n), 5)
+    lat = np.round(loc_rng.uniform(*LAT_RANGE, size=n), 5)
+    z = world.env(lon, lat)
+    lat_rng = _rng(seed, _S_LATENT)
+    u = lat_rng.standard_normal(n)
+    e = lat_rng.standard_normal(n)
+    v = world.ndvi_latent(z, u)
+    labels, forced_empty = _labels(world, seed, z, v, e, ids, train_idx)
+    meta_rng = _rng(seed, _S_META)
+    years = meta_rng.integers(2017, 2022, size=n)
+    unc = meta_rng.choice([0.0, 1.0, 3.0, 5.0, 10.0, 20.0], size=n)
+    unc[meta_rng.random(n) < 0.03] = np.nan
+    area = meta_rng.choice([4.0, 9.0, 10.0, 25.0, 50.0, 79.0, 100.0, 707.0], size=n)
+    area[meta_rng.random(n) < 0.05] = np.nan
+    split_idx = {"train": sorted(train_idx.tolist(), key=lambda i: ids[i]), "test": sorted(test_idx.tolist(), key=lambda i: ids[i])}
+    return _Surveys(ids, short_ids, split_idx, lon, lat, z, u, v, e, labels, forced_empty, years, unc, area)
+
+
+def _survey_ids(seed: int, n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, is_test, the short ids): about 0.3 % of the ids have three digits, as in the real data."""
     n_test = int(round(n * float(test_fraction)))
     if test_fraction > 0:
         n_test = min(max(n_test, 1), n - 1)
@@ -695,16 +762,13 @@ def synth_geoplant(
     mask[short_pos] = True
     ids[mask] = short_ids
     ids[~mask] = long_ids
+    return ids, is_test, short_ids
 
-    # --- locations, latents, labels ------------------------------------------------------------
-    loc_rng = _rng(seed, _S_LOC)
-    lon = np.round(loc_rng.uniform(*LON_RANGE, size=n), 5)
-    lat = np.round(loc_rng.uniform(*LAT_RANGE, size=n), 5)
-    z = world.env(lon, lat)
-    lat_rng = _rng(seed, _S_LATENT)
-    u = lat_rng.standard_normal(n)
-    e = lat_rng.standard_normal(n)
-    v = world.ndvi_latent(z, u)
+
+def _labels(world: _World, seed: int, z: np.ndarray, v: np.ndarray, e: np.ndarray, ids: np.ndarray,
+            train_idx: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Presence [n, k] drawn from the planted model, and the ids of train surveys emptied on purpose."""
+    n, k = len(ids), len(world.species_ids)
     lab_rng = _rng(seed, _S_LABELS)
     eps = lab_rng.normal(0.0, LOGIT_NOISE_SD, size=(n, k))
     logit = world.score(z, v, e) + eps - world.threshold
@@ -718,23 +782,20 @@ def synth_geoplant(
         for _, _, i in cands[: n_empty_min - len(empty_train)]:
             labels[i] = False
             forced_empty.append(int(ids[i]))
+    return labels, forced_empty
 
-    meta_rng = _rng(seed, _S_META)
-    years = meta_rng.integers(2017, 2022, size=n)
-    unc = meta_rng.choice([0.0, 1.0, 3.0, 5.0, 10.0, 20.0], size=n)
-    unc[meta_rng.random(n) < 0.03] = np.nan
-    area = meta_rng.choice([4.0, 9.0, 10.0, 25.0, 50.0, 79.0, 100.0, 707.0], size=n)
-    area[meta_rng.random(n) < 0.05] = np.nan
 
-    # --- tabular values --------------------------------------------------------------------------
+def _tabular_values(world: _World, seed: int, s: _Surveys) -> dict[str, tuple[np.ndarray, int]]:
+    """Every environmental column: (values per survey, decimals written)."""
+    n = len(s.ids)
     env_rng = _rng(seed, _S_ENV)
     table_values: dict[str, tuple[np.ndarray, int]] = {}
-    for col, (latent, off, slope, noise) in gen.signal_columns.items():
-        zj = z[:, ENV_LATENTS.index(latent)]
+    for col, (latent, off, slope, noise) in world.gen.signal_columns.items():
+        zj = s.z[:, ENV_LATENTS.index(latent)]
         table_values[col] = (off + slope * (zj + noise * env_rng.standard_normal(n)), 1)
     for col in world.noise_columns:
         off, scale, dec, lower = _noise_column_spec(col)
-        x = off + scale * (world.noise_fields[col](lon, lat) + 0.3 * env_rng.standard_normal(n))
+        x = off + scale * (world.noise_fields[col](s.lon, s.lat) + 0.3 * env_rng.standard_normal(n))
         if col.startswith("LandCover-") and col != "LandCover-13":
             x = np.clip(np.rint(x), 1.0, 17.0)
         if lower is not None:
@@ -743,47 +804,49 @@ def synth_geoplant(
             x = x.copy()
             x[env_rng.random(n) < _MISSING_ENV_RATE] = np.nan
         table_values[col] = (x, dec)
+    return table_values
 
-    # --- write tables ------------------------------------------------------------------------------
-    splits = ["train", "test"]
-    split_idx = {
-        "train": sorted(train_idx.tolist(), key=lambda i: ids[i]),
-        "test": sorted(test_idx.tolist(), key=lambda i: ids[i]),
-    }
+
+def _write_tables(raw_dir: Path, world: _World, s: _Surveys, table_values: dict) -> dict[str, list[int]]:
+    """The metadata and environmental CSVs of both splits; returns each split's surveys without species."""
     empty_surveys: dict[str, list[int]] = {}
-    for split in splits:
+    for split in SPLITS:
         rows = [",".join(METADATA_COLUMNS)]
         empties = []
-        for i in split_idx[split]:
+        for i in s.split_idx[split]:
             common = [
-                _fmt(lon[i], 5), _fmt(lat[i], 5), str(int(years[i])), _fmt(unc[i], 1), _fmt(area[i], 1),
-                _region(lon[i], lat[i]), _country(lon[i], lat[i]),
+                _fmt(s.lon[i], 5), _fmt(s.lat[i], 5), str(int(s.years[i])), _fmt(s.uncertainty[i], 1), _fmt(s.area[i], 1),
+                _region(s.lon[i], s.lat[i]), _country(s.lon[i], s.lat[i]),
             ]
-            present = np.flatnonzero(labels[i])
+            present = np.flatnonzero(s.labels[i])
             if present.size == 0:
-                empties.append(int(ids[i]))
-                rows.append(",".join(common + ["", str(int(ids[i]))]))
+                empties.append(int(s.ids[i]))
+                rows.append(",".join(common + ["", str(int(s.ids[i]))]))
             for j in present:
-                rows.append(",".join(common + [f"{float(world.species_ids[j]):.1f}", str(int(ids[i]))]))
+                rows.append(",".join(common + [f"{float(world.species_ids[j]):.1f}", str(int(s.ids[i]))]))
         empty_surveys[split] = empties
         metadata_path(raw_dir, split).write_text("\n".join(rows) + "\n")
         for table, (_, _, cols) in ENV_TABLES.items():
             p = env_table_path(raw_dir, table, split)
             p.parent.mkdir(parents=True, exist_ok=True)
             lines = [",".join(("surveyId",) + cols)]
-            for i in split_idx[split]:
-                lines.append(",".join([str(int(ids[i]))] + [_fmt(table_values[c][0][i], table_values[c][1]) for c in cols]))
+            for i in s.split_idx[split]:
+                lines.append(",".join([str(int(s.ids[i]))] + [_fmt(table_values[c][0][i], table_values[c][1]) for c in cols]))
             p.write_text("\n".join(lines) + "\n")
+    return empty_surveys
 
-    # --- per-survey files ------------------------------------------------------------------------
+
+def _write_survey_files(raw_dir: Path, seed: int, s: _Surveys, event_year: int, background_sd: float,
+                        workers: int | None, progress: Callable[[int, int], None] | None) -> int:
+    """Every survey's patches and cubes, written by `workers` threads; returns their bytes."""
     landsat_event = LANDSAT_YEARS.index(event_year)
     bioclim_event = BIOCLIM_YEARS.index(event_year)
-    for split in splits:  # the folders exist even for an empty split, as in the real release
+    for split in SPLITS:  # the folders exist even for an empty split, as in the real release
         rgb_patch_path(raw_dir, split, 1234).parent.parent.parent.mkdir(parents=True, exist_ok=True)
         nir_patch_path(raw_dir, split, 1234).parent.parent.parent.mkdir(parents=True, exist_ok=True)
         landsat_cube_path(raw_dir, split, 0).parent.mkdir(parents=True, exist_ok=True)
         bioclim_cube_path(raw_dir, split, 0).parent.mkdir(parents=True, exist_ok=True)
-    jobs = [(s, i) for s in splits for i in split_idx[s]]
+    jobs = [(split, i) for split in SPLITS for i in s.split_idx[split]]
     total = len(jobs)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
@@ -791,64 +854,48 @@ def synth_geoplant(
     nbytes = 0
 
     def job(si: tuple[str, int]) -> int:
-        s, i = si
-        return _write_survey(raw_dir, seed, s, int(ids[i]), float(v[i]), float(e[i]), landsat_event, bioclim_event,
-                             gen.background_sd)
+        split, i = si
+        return _write_survey(raw_dir, seed, split, int(s.ids[i]), float(s.v[i]), float(s.e[i]), landsat_event, bioclim_event,
+                             background_sd)
 
     if workers == 1:
         for done, si in enumerate(jobs, 1):
             nbytes += job(si)
             if progress is not None:
                 progress(done, total)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Bounded window of in-flight surveys keeps memory flat for any number of surveys.
-            window = 4 * workers
-            futures = []
-            done = 0
-            for si in jobs:
-                futures.append(pool.submit(job, si))
-                if len(futures) >= window:
-                    nbytes += futures.pop(0).result()
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            for f in futures:
-                nbytes += f.result()
+        return nbytes
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Bounded window of in-flight surveys keeps memory flat for any number of surveys.
+        window = 4 * workers
+        futures = []
+        done = 0
+        for si in jobs:
+            futures.append(pool.submit(job, si))
+            if len(futures) >= window:
+                nbytes += futures.pop(0).result()
                 done += 1
                 if progress is not None:
                     progress(done, total)
+        for f in futures:
+            nbytes += f.result()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return nbytes
 
-    # --- truth ----------------------------------------------------------------------------------
+
+def _write_truth(raw_dir: Path, world: _World, seed: int, event_year: int, s: _Surveys, empty_surveys: dict) -> None:
+    """truth_latents.csv, then truth.json (last: its presence marks a complete dataset)."""
     lat_lines = [",".join(["surveyId", "split", *ENV_LATENTS, "ndvi_unique", "ndvi", "event"])]
-    for s in splits:
-        for i in split_idx[s]:
-            vals = [*z[i], u[i], v[i], e[i]]
-            lat_lines.append(",".join([str(int(ids[i])), s] + [f"{x:.6f}" for x in vals]))
+    for split in SPLITS:
+        for i in s.split_idx[split]:
+            vals = [*s.z[i], s.u[i], s.v[i], s.e[i]]
+            lat_lines.append(",".join([str(int(s.ids[i])), split] + [f"{x:.6f}" for x in vals]))
     (raw_dir / "truth_latents.csv").write_text("\n".join(lat_lines) + "\n")
-
-    observed = {s: labels[split_idx[s]].mean(axis=0) if split_idx[s] else np.full(k, np.nan) for s in splits}
-    truth = _truth_dict(world, seed, n, k, event_year, split_idx, ids, observed, forced_empty, empty_surveys)
+    k = s.labels.shape[1]
+    observed = {split: s.labels[s.split_idx[split]].mean(axis=0) if s.split_idx[split] else np.full(k, np.nan) for split in SPLITS}
+    truth = _truth_dict(world, seed, len(s.ids), k, event_year, s.split_idx, s.ids, observed, s.forced_empty, empty_surveys)
     (raw_dir / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n")
-
-    seconds = time.perf_counter() - t_start
-    return {
-        "raw_dir": str(raw_dir),
-        "layout": "glc24",
-        "seed": int(seed),
-        "surveys": n,
-        "train_surveys": len(split_idx["train"]),
-        "test_surveys": len(split_idx["test"]),
-        "species": k,
-        "event_year": int(event_year),
-        "short_survey_ids": sorted(int(x) for x in short_ids),
-        "empty_surveys": {s: len(empty_surveys[s]) for s in splits},
-        "mean_prevalence": float(labels.mean()),
-        "files": 4 * total + 2 + 2 * len(ENV_TABLES) + 2,
-        "bytes_per_survey_files": int(nbytes),
-        "truth": str(raw_dir / "truth.json"),
-        "seconds": round(seconds, 3),
-    }
 
 
 def _truth_dict(world: _World, seed: int, n: int, k: int, event_year: int, split_idx: dict,
