@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from miam_cli.engine.recipe import load_recipe
 from miam_cli.files import writable_folder
+from miam_cli.recipe import load_recipe
+from miam_cli.runs.rundir import RunDir
 
 
 @dataclass
@@ -34,11 +35,26 @@ class DemoOptions:
     landscape_points: int = 2000
 
 
+@dataclass
+class DemoResult:
+    out: Path
+    report_md: Path
+    report_html: Path
+    runs: dict[str, Path]  # strategy -> run dir
+    timings: dict[str, float]  # step -> seconds
+    compare_md: str  # the strategies x subsets table (compare/compare.md)
+
+    def to_json(self) -> dict:
+        """The paths and timings (what `miam demo --json` prints)."""
+        return {"out": str(self.out), "report_md": str(self.report_md), "report_html": str(self.report_html),
+                "runs": {k: str(v) for k, v in self.runs.items()}, "timings": self.timings}
+
+
 def demo_recipe_path(name: str = "demo") -> Path:
     return Path(str(resources.files("miam_cli") / "recipes" / f"{name}.yaml"))
 
 
-def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> dict:
+def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> DemoResult:
     out = writable_folder(Path(opts.out), "--out folder")
     raw, store, runs = out / "data" / "geoplant", out / "stores" / "geoplant", out / "runs"
     timings: dict[str, float] = {}
@@ -61,9 +77,8 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=Non
     maps = step("maps", lambda: _maps(out, opts, log, progress)) if opts.maps else []
     from miam_cli.pipeline.report import write_report
 
-    paths = write_report(out, run_dirs, compare_md, reports, truth, timings, maps)
-    return {"out": str(out), "report_md": str(paths[0]), "report_html": str(paths[1]), "runs": {k: str(v) for k, v in run_dirs.items()},
-            "timings": timings}
+    report_md, report_html = write_report(out, run_dirs, compare_md, reports, truth, timings, maps)
+    return DemoResult(out, report_md, report_html, dict(run_dirs), timings, compare_md)
 
 
 def partial_selectors(truth: dict) -> list[str]:
@@ -99,15 +114,15 @@ def _prepare(raw: Path, store: Path, log) -> None:
 def _train(store: Path, run: Path, strategy: str, opts: DemoOptions, log, progress) -> Path:
     from miam_cli.engine.train import train
 
-    if (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists():
+    if RunDir(run).checkpoint("best").exists() and RunDir(run).metrics_file.exists():
         log(f"reusing {run}")
         return run
     overrides = [f"store={store}", f"masking.strategy={strategy}", f"train.seed={opts.seed}", *opts.overrides]
     if opts.epochs:
         overrides.append(f"train.epochs={opts.epochs}")
     recipe = load_recipe(demo_recipe_path(), overrides)
-    resume = (run / "checkpoints" / "last.pt").exists()
-    return train(recipe, run, resume=resume, log=log, progress=progress)
+    resume = RunDir(run).checkpoint("last").exists()
+    return train(recipe, run, resume=resume, log=log, progress=progress).run_dir
 
 
 def _eval(run: Path, selectors: list[str], plot_format: str) -> None:
@@ -123,7 +138,7 @@ def _compare(runs: list[Path], out: Path) -> str:
     return md.read_text()
 
 
-def _attribute(run: Path, budget: int, plot_format: str, log) -> list[dict]:
+def _attribute(run: Path, budget: int, plot_format: str, log) -> list:  # of AttributionReport
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
     # Bands, patches and years of one modality with the others masked (context none): the planted truths
@@ -153,9 +168,9 @@ def _maps(out: Path, opts: DemoOptions, log, progress) -> list[dict]:
     if not (store / "store.json").exists():
         plan, decoder = plan_custom(load_spec(land / "spec.yaml"), land / "spec.yaml")
         run_prepare(plan, decoder, store)
-    if not (run / "checkpoints" / "best.pt").exists():
+    if not RunDir(run).checkpoint("best").exists():
         overrides = [f"store={store}", f"train.seed={opts.seed}"] + ([f"train.epochs={opts.epochs}"] if opts.epochs else [])
-        train(load_recipe(demo_recipe_path("landscape"), overrides), run, resume=(run / "checkpoints" / "last.pt").exists(),
+        train(load_recipe(demo_recipe_path("landscape"), overrides), run, resume=RunDir(run).checkpoint("last").exists(),
               log=log, progress=progress)
     species = truth["ndvi_species"]
     made = []
