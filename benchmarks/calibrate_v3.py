@@ -69,7 +69,6 @@ def main() -> None:
         plan, decoder = plan_geoplant(raw, GeoPlantOptions())
         run_prepare(plan, decoder, store, overwrite=True)
     print(f"[{tag}] data ready in {time.monotonic() - t0:.0f}s", flush=True)
-    groups = "{tabular: [tabular], sentinel2: [sentinel2], timeseries: [landsat, bioclim]}"
     rows = []
     for seed in range(args.seeds):
         res = {}

@@ -59,21 +59,20 @@ import torch
 name, device, *rest = sys.argv[1:]
 start = time.monotonic()
 if name == "train":
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.recipe import load_recipe
     from miam_cli.engine.train import train
     store, out, epochs = rest
     recipe = load_recipe("recipes/demo.yaml", [f"store={store}", f"train.epochs={epochs}", f"train.device={device}", "train.seed=0"])
     train(recipe, Path(out), log=lambda *_: None)
     rows = list(csv.DictReader(open(Path(out) / "metrics.csv")))
     info = f"samples/s per epoch {[round(float(r['samples_per_s'])) for r in rows]}, train_loss {[float(r['train_loss']) for r in rows]}"
-elif name == "eval-subsets":
-    from miam_cli.evaluate.subsets import run_eval_subsets
-    table, _ = run_eval_subsets(Path(rest[0]), "test", "best", None, None, False, 1024, device)
+elif name == "eval-subsets":  # the public API (docs/api.md): stable whatever moves inside the package
+    from miam_cli import api
+    table = api.evaluate_subsets(api.load_run(rest[0], device=device)).table
     info = f"{len(table)} subsets, all-inputs AUC {table['auc'].max():.4f}, {table['samples'].iloc[0]} samples each"
 elif name == "attribute":
-    from miam_cli.attribution.run import AttributionRequest, run_attribution
-    res = run_attribution(Path(rest[0]), AttributionRequest(modality="landsat", by="year"), device=device, log=lambda *_: None)
-    r = res["result"]
+    from miam_cli import api
+    r = api.attribute(api.load_run(rest[0], device=device), modality="landsat", by="year").result
     info = f"{r.method}, {r.evaluations} coalition evaluations, largest SE {max(r.std_errors):.2g}, converged {r.converged}"
 else:
     raise SystemExit(f"unknown step {name}")

@@ -373,7 +373,7 @@ def main() -> None:
     minutes = (time.monotonic() - start) / 60
     train_minutes = sum(pd.read_csv(r / "metrics.csv")["seconds"].sum() for r in trained) / 60
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
-    header = [f"# Reproduction study (issue 13)\n",
+    header = ["# Reproduction study (issue 13)\n",
               f"Regenerate with `{command.strip()}` (`make reproduce`; runs are reused from `--work`). "
               f"{len(trained)} models ({len(seeds)} seeds, {args.epochs} epochs each) took {train_minutes:.0f} minutes of "
               f"training on this 2-core machine; this pass took {minutes:.0f} minutes. The earlier study on generator v2 "

@@ -18,8 +18,11 @@ take) against the samples/s the training epoch consumed.
 Extrapolation: prepare, training and evaluation are linear in the number of surveys (every survey
 is decoded, trained on and evaluated the same way); the classes add a head of d_model x C and a
 per-class AUC, small beside the encoder (measured here: see the printout), so the factor is the
-survey ratio, with the metric's share scaled by the class ratio too. Memory: the in-memory splits
-grow with the surveys; the model (~4M parameters) does not.
+survey ratio, with the metric's share scaled by the class ratio too. Memory: a split is held in
+memory when its estimate (`miam_cli.data.batch.estimated_bytes`) fits in 4 GB (`train.max_memory_gb`),
+else streamed from the store; so a stage's peak at the paper's size is the peak measured here, less
+the splits it held here, plus those it would hold there (a streamed split adds only its batches).
+The model (~4M parameters) does not grow.
 """
 
 from __future__ import annotations
@@ -166,11 +169,32 @@ def main() -> None:
     for name, s in stages.items():
         extra = metric_calls.get(name, 0) * (metric_paper - scale * metric_here)  # the classes' share of the metric
         wall = s["wall"] * scale + max(0.0, extra)
-        memory = s["peak"] * (1.0 if name in ("synth", "prepare") else scale)
+        memory = s["peak"] + held_bytes(store_meta, STAGE_SPLITS.get(name, ()), scale) - held_bytes(store_meta, STAGE_SPLITS.get(name, ()), 1.0)
         print(f"{name:<13} | {s['wall']:>8.0f} | {s['peak'] / 2**30:>8.2f} | {_hms(wall):>8}, {memory / 2**30:5.1f} GiB")
     print(f"\nextrapolation: wall x {scale:.1f} (every survey is decoded, trained on and evaluated alike) plus the metric's "
-          f"growth with the classes (measured above); memory x {scale:.1f} for the stages that hold a split in memory, "
-          f"prepare's flat (it writes chunk by chunk). Load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+          f"growth with the classes (measured above); memory: the splits a stage holds in memory (<= 4 GB each, else "
+          f"streamed) swapped for those at the paper's size ({held_note(store_meta, scale)}); prepare's stays flat (it writes "
+          f"chunk by chunk). Load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
+
+
+STAGE_SPLITS = {"train": ("train", "val"), "eval-subsets": ("test",), "attribute": ("test",)}
+HOLD_LIMIT = 4 << 30  # train.max_memory_gb's default, and LoadedRun.split's
+
+
+def held_bytes(store_meta: dict, splits, scale: float) -> float:
+    """Bytes of the splits held in memory (each within HOLD_LIMIT) at `scale` times this store's surveys."""
+    per_sample = sum(m["tokens"] * (m["features"] * 4 + 1) for m in store_meta["modalities"].values())
+    sizes = [store_meta["splits"].get(split, 0) * scale * per_sample for split in splits]
+    return sum(b for b in sizes if b <= HOLD_LIMIT)
+
+
+def held_note(store_meta: dict, scale: float) -> str:
+    per_sample = sum(m["tokens"] * (m["features"] * 4 + 1) for m in store_meta["modalities"].values())
+    parts = []
+    for split in ("train", "val", "test"):
+        there = store_meta["splits"].get(split, 0) * scale * per_sample
+        parts.append(f"{split} {there / 2**30:.1f} GiB: {'held' if there <= HOLD_LIMIT else 'streamed'}")
+    return "at the paper's size " + ", ".join(parts)
 
 
 def metric_seconds(n: int, classes: int) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -28,8 +28,10 @@ from miam_cli.attribution import defaults as attribution_defaults
 from miam_cli.attribution.estimators import Tolerance
 from miam_cli.attribution.run import AttributionReport
 from miam_cli.runs.loaded import LoadedRun, open_run
-from miam_cli.maps.run import MapRequest, MapResult, run_map
 from miam_cli.predict.run import PredictRequest, PredictResult, run_predict
+
+if TYPE_CHECKING:  # maps need GDAL (rasterio): loaded by predict_map, not by `import api`
+    from miam_cli.maps.run import MapResult
 
 __all__ = ["load_run", "predict", "evaluate_subsets", "attribute", "predict_map", "LoadedRun", "PredictResult",
            "SubsetTable", "AttributionReport", "MapResult"]
@@ -97,8 +99,8 @@ def attribute(run: RunLike, *, modality: str | None = None, by: str | None = Non
               log: Callable[[str], None] = lambda _m: None, progress=None) -> AttributionReport:
     """Shapley values of the modalities, or of one modality's tokens grouped by an axis (band, year, patch, ...).
     Sampling stops once the largest standard error is at most `tolerance`: a number in the target's units
-    (AUC, top-1, minus the loss, a probability), or text such as "5%" of |v(all) - v(none)|, or when
-    `budget` coalition evaluations are spent. `progress(evaluations, planned, largest standard error,
+    (AUC, top-1, minus the loss, a probability), text such as "5%" of |v(all) - v(none)|, or both
+    ("0.001,2%", the default: whichever is larger); or when `budget` coalition evaluations are spent. `progress(evaluations, planned, largest standard error,
     stopping error)` hears from the samplers after every batch."""
     from miam_cli.attribution.run import AttributionRequest, merge_attribution, run_attribution
 
@@ -120,7 +122,18 @@ def predict_map(run: RunLike, spec: str | Path, *, out: str | Path | None = None
                 log: Callable[[str], None] = lambda _m: None) -> MapResult:
     """A Cloud-Optimised GeoTIFF over the spec's grid: one probability band per species, richness, coverage, and with
     `contributions` one exact modality-Shapley band per modality."""
+    from miam_cli.maps.run import MapRequest, run_map
+
     run = _opened(run)
     req = MapRequest(Path(spec), Path(out) if out else None, species, contributions, tile, shard, merge, overwrite, batch_size)
     with _threads(threads, log):
         return run_map(run, req, _device(run), progress, log)
+
+
+def __getattr__(name: str):
+    """`api.MapResult` on first use, so that `import api` does not load GDAL."""
+    if name == "MapResult":
+        from miam_cli.maps.run import MapResult
+
+        return MapResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -395,16 +395,29 @@ def test_report_refuses_bad_patch_names(tmp_path):
 def test_tolerance_in_game_units_or_relative_to_the_total():
     assert Tolerance.of("0.002") == Tolerance(0.002) == Tolerance.of(0.002)
     rel = Tolerance.of("5%")
-    assert rel.relative and rel.threshold(0.51, 0.5) == pytest.approx(0.0005)
+    assert rel == Tolerance(0, 0.05) and rel.threshold(0.51, 0.5) == pytest.approx(0.0005)
     assert rel.threshold(0.49, 0.5) == pytest.approx(0.0005)  # |v(all) - v(none)|: a negative total counts too
     assert str(rel) == "5% of |v(all) - v(none)|" and str(Tolerance(0.001)) == "0.001"
     errors = np.array([0.0004, 0.0009])
     assert Tolerance(0.001).met(errors, 0.5, 0.5) and not Tolerance(0.0005).met(errors, 0.5, 0.5)
     assert not Tolerance(0.001).met(np.array([0.0001, np.inf]), 1, 0)  # an unknown error is never small
-    assert not Tolerance(0).met(np.zeros(2), 1, 0)  # zero: only the budget stops
-    for bad in ("fast", "-1", "x%"):
+    assert not Tolerance(0).met(np.zeros(2), 1, 0) and not Tolerance(0).stops_early  # zero: only the budget stops
+    for bad in ("fast", "-1", "x%", "0.001,0.002", "1%,2%", "inf", "0.001,"):
         with pytest.raises(UserError, match="--tolerance"):
             Tolerance.of(bad)
+
+
+def test_tolerance_in_units_or_share_whichever_is_larger():
+    """The default: 0.001 in the game's units, or 2% of what the players share when that is larger."""
+    both = Tolerance.of("0.001, 2%")
+    assert both == Tolerance(0.001, 0.02) and Tolerance.of("2%,0.001") == both
+    assert str(both) == "0.001 or 2% of |v(all) - v(none)|, whichever is larger"
+    assert both.threshold(0.61, 0.5) == pytest.approx(0.0022)  # a large total: the share decides
+    assert both.threshold(0.505, 0.5) == pytest.approx(0.001)  # a tiny one: the units floor decides
+    errors = np.array([0.0004, 0.0020])
+    assert both.met(errors, 0.61, 0.5) and not both.met(errors, 0.505, 0.5)
+    from miam_cli.attribution import defaults
+    assert Tolerance.of(defaults.TOLERANCE) == both
 
 
 @pytest.mark.parametrize("sampler", [KernelSampler, PermutationSampler])

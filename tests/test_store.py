@@ -75,6 +75,24 @@ def test_round_trip_and_normalisation(tmp_path):
     assert zarr.open_group(tmp_path / "s" / "tokens.zarr", mode="r")["img"]["values"].chunks[0] == 16
 
 
+def test_a_split_is_read_block_by_block_with_the_same_values(tmp_path, monkeypatch):
+    """Large splits are decoded a block of rows at a time and normalised in place (peak memory: one
+    float32 copy); the values are those of one whole read, to the bit, in any row order."""
+    plan, values, valid = _plan()
+    run_prepare(plan, _decoder(values, valid), tmp_path / "s", chunk_size=16)
+    store = TokenStore(tmp_path / "s")
+    idx = np.random.default_rng(1).permutation(50)
+    whole, ok = store.read("img", idx)
+    monkeypatch.setattr("miam_cli.store.reader.READ_BLOCK_BYTES", 4 * 3 * 4 * 7)  # 7 rows a block
+    blocks, ok_blocks = store.read("img", idx)
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_array_equal(ok_blocks, ok)
+    spec = store.meta.modalities["img"].normalization
+    expected = (values["img"][idx] - np.float32(spec.mean)[None, :, None]) / np.float32(spec.std)[None, :, None]
+    np.testing.assert_array_equal(blocks[ok], expected[ok])  # in place gives the same float32 arithmetic
+    assert store.read("img", idx[:0])[0].shape == (0, 4, 3)
+
+
 def test_nan_tokens_become_missing_and_are_counted(tmp_path):
     plan, values, valid = _plan()
     values["img"][3, 1, 0] = np.nan

@@ -223,7 +223,8 @@ def attribute_cmd(
     context: str = typer.Option("all", help="all: other modalities visible | none: masked"),
     budget: int = typer.Option(attribution_defaults.BUDGET, min=1, help="Most coalition evaluations when sampling"),
     tolerance: str = typer.Option(str(attribution_defaults.TOLERANCE), help="Stop sampling once the largest standard error is at most this: in the "
-                                  "target's units (AUC, top-1, -loss, probability), or a percentage of |v(all) - v(none)| such as 5%"),
+                                  "target's units (AUC, top-1, -loss, probability), or a percentage of |v(all) - v(none)| such as 5%, or both "
+                                  "(whichever is larger)"),
     seed: int = typer.Option(0, help="Seed of the sampled coalitions"),
     sampler: str = typer.Option("kernel", help="Above --exact-max players: kernel (paired KernelSHAP) | permutation (antithetic)"),
     exact_max: int = typer.Option(10, min=1, max=16, help="Exact Shapley (all 2^P coalitions) up to this many players"),

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from miam_cli import __version__
 from miam_cli.errors import UserError
 from miam_cli.runs.loaded import LoadedRun

@@ -3,7 +3,6 @@ multi-class."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 TASK_TYPES = ("multilabel", "multiclass")

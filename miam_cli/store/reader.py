@@ -21,6 +21,9 @@ from miam_cli.store.integrity import check_structure, first_bad_chunk
 from miam_cli.store.schema import FORMAT_VERSION, PREDICT_SPLIT, READABLE_VERSIONS, StoreMeta
 
 
+READ_BLOCK_BYTES = 256 << 20  # stored values decoded per block when a split is read
+
+
 class TokenStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -122,9 +125,14 @@ class TokenStore:
         """Values float32 [n, T, F] (normalised, invalid tokens = 0) and validity bool [n, T]."""
         valid = self.read_valid(modality, indices)  # checks the modality name first
         idx = np.asarray(indices, dtype=np.int64)
-        values = np.asarray(self._array_read(modality, "values", idx), dtype=np.float32)
+        spec = self.meta.modalities[modality]
+        # filled block by block: the stored dtype (float16 for images) never exists for the whole split at once
+        values = np.empty((len(idx), spec.tokens, spec.features), np.float32)
+        step = max(1, READ_BLOCK_BYTES // max(1, spec.tokens * spec.features * np.dtype(spec.dtype).itemsize))
+        for start in range(0, len(idx), step):
+            values[start : start + step] = self._array_read(modality, "values", idx[start : start + step])
         if normalize:
-            values = self.normalize(modality, values)
+            values = self.normalize(modality, values, in_place=True)
         values[~valid] = 0.0
         return values, valid
 
@@ -135,7 +143,10 @@ class TokenStore:
         idx = np.asarray(indices, dtype=np.int64)
         return np.asarray(self._array_read(modality, "valid", idx), dtype=bool)
 
-    def normalize(self, modality: str, values: np.ndarray) -> np.ndarray:
+    def normalize(self, modality: str, values: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """(values - mean) / std with the store's statistics. `in_place` (float32 values only) writes into
+        `values`: a split loaded into memory then peaks at one float32 copy, not three (at 14,000
+        GeoPlant surveys, 3.7 GB of Sentinel-2 values each); the result is the same to the bit."""
         norm = self.meta.modalities[modality].normalization
         if norm.scope == "none" or self.meta.modalities[modality].normalized_on_disk:
             return values
@@ -143,6 +154,9 @@ class TokenStore:
         std = np.asarray(norm.std, dtype=np.float32)
         if norm.scope == "token":
             mean, std = mean[:, None], std[:, None]
+        if in_place and values.dtype == np.float32:
+            np.subtract(values, mean, out=values)
+            return np.divide(values, std, out=values)
         return (values - mean) / std
 
     def targets(self, indices: np.ndarray) -> np.ndarray:
