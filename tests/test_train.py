@@ -64,8 +64,12 @@ def test_same_seed_same_weights_with_two_threads(store, tmp_path):
 
 
 def test_training_beats_a_constant_predictor(store, tmp_path):
-    run = train(_recipe(store, epochs=6, lr=3e-3), tmp_path / "run", log=lambda *_: None).run_dir
+    result = train(_recipe(store, epochs=6, lr=3e-3), tmp_path / "run", log=lambda *_: None)
+    run = result.run_dir
     rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # the result is metrics.csv's last row, every column, as the numbers written
+    assert list(result.metrics) == list(rows[-1]) and result.metrics["epoch"] == 6
+    assert all(result.metrics[k] == (float(v) if v != "" else None) for k, v in rows[-1].items())
     # a constant predictor has macro AUC 0.5 on every class
     assert float(rows[-1]["val_auc"]) > 0.75
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
@@ -84,8 +88,11 @@ def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"store": str(store), "train": {"epochs": 1, "batch_size": 128}, "model": {"d_model": 16}}))
     with pytest.raises(SystemExit) as e:
-        main(["train", str(path), "--out", str(tmp_path / "run")])
+        main(["train", str(path), "--out", str(tmp_path / "run"), "--json"])
     assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)  # numbers, not metrics.csv's text
+    assert doc["run_dir"] == str(tmp_path / "run") and doc["metrics"]["epoch"] == 1
+    assert isinstance(doc["metrics"]["train_loss"], float) and 0 < doc["metrics"]["val_auc"] <= 1
     with pytest.raises(SystemExit) as e:
         main(["train", str(path), "--out", str(tmp_path / "run")])
     assert e.value.code == 2

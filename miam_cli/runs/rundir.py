@@ -21,52 +21,30 @@ from miam_cli.files import read_json, read_yaml, writable_folder
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
 
 
+def _inside(*parts: str) -> property:
+    """A file or folder of the run, at this place below its root."""
+    return property(lambda self: self.path.joinpath(*parts))
+
+
 class RunDir:
     """Where each file of a run lives (the one place that knows the layout), and writing it."""
+
+    checkpoints = _inside("checkpoints")  # best.pt, last.pt
+    recipe_file = _inside("recipe.yaml")  # the resolved recipe, written when training starts
+    env_file = _inside("env.json")  # versions, device, seed, host, the store's absolute path
+    metrics_file = _inside("metrics.csv")  # one row per epoch
+    eval_dir = _inside("eval")
+    subsets_table = _inside("eval", "subsets.csv")  # what eval-subsets measured; compare and attribution read it
+    attribution_dir = _inside("attribution")
+    predict_dir = _inside("predict")
+    maps_dir = _inside("maps")
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
     def checkpoint(self, which: str = "best") -> Path:
         """`checkpoints/best.pt` or `checkpoints/last.pt`."""
         return self.checkpoints / f"{which}.pt"
-
-    @property
-    def recipe_file(self) -> Path:
-        return self.path / "recipe.yaml"
-
-    @property
-    def env_file(self) -> Path:
-        return self.path / "env.json"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / "metrics.csv"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.path / "eval"
-
-    @property
-    def subsets_table(self) -> Path:
-        """eval/subsets.csv: what eval-subsets measured, which compare and attribution read."""
-        return self.eval_dir / "subsets.csv"
-
-    @property
-    def attribution_dir(self) -> Path:
-        return self.path / "attribution"
-
-    @property
-    def predict_dir(self) -> Path:
-        return self.path / "predict"
-
-    @property
-    def maps_dir(self) -> Path:
-        return self.path / "maps"
 
     def exists(self) -> bool:
         """A run dir is a folder with a recipe.yaml (written when training starts)."""
