@@ -151,14 +151,14 @@ def model_tables(work: Path) -> dict[str, np.ndarray]:
     """All 2^16 coalition values of a tiny trained miam model's 16 image tokens, for both targets."""
     from miam_cli.attribution.estimators import all_coalitions
     from miam_cli.attribution.games import ModelGame, axis_players, parse_target
-    from miam_cli.engine.recipe import validate_recipe
+    from miam_cli.recipe import validate_recipe
     from miam_cli.engine.train import train
-    from miam_cli.evaluate.run import open_run
+    from miam_cli.runs.loaded import open_run
     from miam_cli.synth.tokens import make_token_store
 
     store = make_token_store(work / "store", n=1200)
     run_dir = train(validate_recipe({"store": str(store), "model": {"d_model": 32}, "train": {"epochs": 4, "batch_size": 128}}),
-                    out=work / "run", log=lambda *_: None)
+                    out=work / "run", log=lambda *_: None).run_dir
     run = open_run(run_dir)
     players = axis_players(run, "image", "token", "none")
     return {target: ModelGame(run, players, parse_target(run, target))(all_coalitions(len(players.names)))
@@ -222,7 +222,7 @@ def demo_run(surveys: int = 1500) -> Path:
         return run
     from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
     from miam_cli.data.prepare import run_prepare
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.recipe import load_recipe
     from miam_cli.engine.train import train
     from miam_cli.pipeline.demo import demo_recipe_path
     from miam_cli.synth.geoplant import synth_geoplant

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 import miam_cli.synth.geoplant as g  # noqa: E402
 from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant  # noqa: E402
 from miam_cli.data.prepare import run_prepare  # noqa: E402
-from miam_cli.engine.recipe import load_recipe  # noqa: E402
+from miam_cli.recipe import load_recipe  # noqa: E402
 from miam_cli.engine.train import train  # noqa: E402
-from miam_cli.evaluate.run import open_run  # noqa: E402
+from miam_cli.runs.loaded import open_run  # noqa: E402
 from miam_cli.evaluate.subsets import eval_subsets, subset_specs  # noqa: E402
 
 

@@ -59,7 +59,7 @@ import torch
 name, device, *rest = sys.argv[1:]
 start = time.monotonic()
 if name == "train":
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.recipe import load_recipe
     from miam_cli.engine.train import train
     store, out, epochs = rest
     recipe = load_recipe("recipes/demo.yaml", [f"store={store}", f"train.epochs={epochs}", f"train.device={device}", "train.seed=0"])

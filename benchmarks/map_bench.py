@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     from miam_cli.data.custom import load_spec, plan_custom
     from miam_cli.data.prepare import run_prepare
-    from miam_cli.engine.recipe import validate_recipe
+    from miam_cli.recipe import validate_recipe
     from miam_cli.engine.train import train
     from miam_cli.synth.landscape import REGION, synth_landscape
 
@@ -52,7 +52,7 @@ def main() -> None:
         plan, decoder = plan_custom(load_spec(land / "spec.yaml"), land / "spec.yaml")
         run_prepare(plan, decoder, tmp / "store")
         recipe = validate_recipe({"store": str(tmp / "store"), "model": {"d_model": 32}, "train": {"epochs": 2, "batch_size": 128}})
-        run = train(recipe, out=tmp / "run", log=lambda *_: None)
+        run = train(recipe, out=tmp / "run", log=lambda *_: None).run_dir
         for res in (args.resolution, args.resolution / 2):
             spec = tmp / f"map-{res}.yaml"
             spec.write_text(yaml.safe_dump({"dataset": str(land / "spec.yaml"), "allow_outside_root": True,  # the spec lies in tmp

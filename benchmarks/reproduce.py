@@ -38,7 +38,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from miam_cli.engine.recipe import load_recipe  # noqa: E402
+from miam_cli.recipe import load_recipe  # noqa: E402
 from miam_cli.engine.train import train  # noqa: E402
 from miam_cli.evaluate.compare import ORACLE, compare_runs, wide_table, write_compare  # noqa: E402
 from miam_cli.evaluate.paired import format_paired_cell, paired_comparison, write_paired  # noqa: E402
@@ -161,10 +161,10 @@ def train_once(recipe_path: Path, store: Path, run: Path, overrides: list[str]) 
     if finished(run, recipe.train.epochs):
         return run
     if (run / "checkpoints" / "last.pt").exists():
-        return train(recipe, run, resume=True, log=lambda *_: None)
+        return train(recipe, run, resume=True, log=lambda *_: None).run_dir
     if run.exists():
         shutil.rmtree(run)
-    return train(recipe, run, log=lambda *_: None)
+    return train(recipe, run, log=lambda *_: None).run_dir
 
 
 def evaluate_once(run: Path, subsets: list[str]) -> None:

@@ -201,7 +201,7 @@ def metric_seconds(n: int, classes: int) -> float:
     """Seconds for the primary metric (macro AUC) of one [n, classes] prediction table, ~5% positives."""
     import numpy as np
 
-    from miam_cli.evaluate.metrics import primary_value
+    from miam_cli.scoring.metrics import primary_value
 
     rng = np.random.default_rng(0)
     scores, labels = rng.normal(size=(n, classes)).astype(np.float32), rng.random((n, classes)) < 0.05

@@ -25,8 +25,9 @@ import pandas as pd
 
 from miam_cli import threads as thread_policy
 from miam_cli.attribution import defaults as attribution_defaults
-from miam_cli.attribution.estimators import ShapleyResult, Tolerance
-from miam_cli.evaluate.run import LoadedRun, open_run
+from miam_cli.attribution.estimators import Tolerance
+from miam_cli.attribution.run import AttributionReport
+from miam_cli.runs.loaded import LoadedRun, open_run
 from miam_cli.predict.run import PredictRequest, PredictResult, run_predict
 
 if TYPE_CHECKING:  # maps need GDAL (rasterio): loaded by predict_map, not by `import api`
@@ -43,20 +44,6 @@ RunLike = LoadedRun | str | Path
 class SubsetTable:
     table: pd.DataFrame  # one row per subset or selector: metrics, visible tokens, samples
     path: Path  # eval/subsets.csv (or this shard's file)
-
-
-@dataclass
-class AttributionReport:
-    result: ShapleyResult
-    meta: dict
-    efficiency: dict  # sum_phi, v_all_minus_v_none, gap
-    path: Path | None  # the report's CSV (None for a shard, whose file is `shard_file`)
-    shard_file: Path | None = None
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """player, phi, std_error, evaluations: one row per player, largest contribution first."""
-        return pd.DataFrame(self.result.to_records()).sort_values("phi", ascending=False, ignore_index=True)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
@@ -119,17 +106,14 @@ def attribute(run: RunLike, *, modality: str | None = None, by: str | None = Non
 
     tolerance = Tolerance.of(tolerance)  # a malformed tolerance is refused before the run loads
     run = _opened(run)
-    req = AttributionRequest(modality, by, target, split, context, budget, tolerance, seed, exact_max, max_samples, shard, sampler,
-                             plot_format)
+    req = AttributionRequest(modality=modality, by=by, target=target, split=split, context=context, budget=budget,
+                             tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples, shard=shard,
+                             sampler=sampler, plot_format=plot_format)
     out = Path(out) if out else None
     if merge:
-        res = merge_attribution(run, req, out, _device(run))
-    else:
-        with _threads(threads, log):
-            res = run_attribution(run, req, out, _device(run), log=log, progress=progress)
-    if "shard_file" in res:
-        return AttributionReport(res["result"], res["meta"], {}, None, Path(res["shard_file"]))
-    return AttributionReport(res["result"], res["meta"], res["efficiency"], Path(res["dir"]) / f"{res['stem']}.csv")
+        return merge_attribution(run, req, out, _device(run))
+    with _threads(threads, log):
+        return run_attribution(run, req, out, _device(run), log=log, progress=progress)
 
 
 def predict_map(run: RunLike, spec: str | Path, *, out: str | Path | None = None, species: list[str] | None = None,

@@ -73,7 +73,7 @@ METRIC_LABELS = {
     "top5": "top-5 accuracy",
     "loss": "mean loss",
 }
-_AT_K = re.compile(r"^(f1|recall)_(\d+)$")  # k follows the class count (evaluate.metrics.metric_set)
+_AT_K = re.compile(r"^(f1|recall)_(\d+)$")  # k follows the class count (scoring.metrics.metric_set)
 AXIS_LABELS = {"band": "spectral band", "year": "year", "patch": "patch", "variable": "variable",
                "modality": "input modality", "token": "token", "time": "time step"}
 

@@ -15,7 +15,7 @@ import torch
 
 from miam_cli import threads
 from miam_cli.cli.main import main
-from miam_cli.engine.recipe import validate_recipe
+from miam_cli.recipe import validate_recipe
 from miam_cli.engine.train import train
 from miam_cli.synth.tokens import make_token_store
 
@@ -39,7 +39,7 @@ def train_tiny(store: Path, out: Path, modalities=None, masking: dict | None = N
         recipe["modalities"] = modalities
     if masking:
         recipe["masking"] = masking
-    return Path(train(validate_recipe(recipe), out=out, log=_quiet))
+    return train(validate_recipe(recipe), out=out, log=_quiet).run_dir
 
 
 def copy_run(run: Path, dest: Path) -> Path:

@@ -1187,7 +1187,7 @@ class DiskFull:
 def _atomic_users():
     import importlib
 
-    names = ("miam_cli.store.atomic", "miam_cli.engine.checkpoint", "miam_cli.store.writer", "miam_cli.evaluate.subsets")
+    names = ("miam_cli.store.atomic", "miam_cli.runs.checkpoint", "miam_cli.store.writer", "miam_cli.evaluate.subsets")
     return [importlib.import_module(n) for n in names]
 
 
@@ -1225,7 +1225,7 @@ def same_run(ref: Path, run: Path) -> str | None:
 
 
 def same_store(ref: Path, store: Path) -> str | None:
-    from miam_cli.store.integrity import verify_store
+    from miam_cli.store.verify import verify_store
     from miam_cli.store.reader import TokenStore
 
     report = verify_store(store)

@@ -13,8 +13,9 @@ import torch
 
 from miam_cli.attribution.estimators import KernelSampler, PermutationSampler, exact_shapley
 from miam_cli.attribution.games import ModelGame, axis_players, parse_target
-from miam_cli.engine.checkpoint import load_model
-from miam_cli.evaluate.run import _store_path, open_run
+from miam_cli.runs.checkpoint import load_model
+from miam_cli.runs.loaded import open_run
+from miam_cli.runs.rundir import store_path
 from miam_cli.store.reader import TokenStore
 
 GROUPS = ["tabular", "image", "series"]
@@ -41,7 +42,7 @@ def brute_force_shapley(v, players):
 
 def all_visible_probs(run_dir):
     model, _ = load_model(run_dir, "best")
-    store = TokenStore(_store_path(run_dir))
+    store = TokenStore(store_path(run_dir))
     idx = store.split_indices("test")
     read = {m: store.read(m, idx) for m in model.layout.names}
     with torch.no_grad():
@@ -279,7 +280,7 @@ def test_sampling_tells_its_progress_and_estimates_the_time_first(evaluated_run,
     res = run_attribution(evaluated_run, req, tmp_path, log=logs.append, progress=lambda *a: calls.append(a))
     estimate = next(line for line in logs if "coalition evaluations, about" in line)
     assert estimate.startswith("16 players (token), 60 test samples: up to 2,500 coalition evaluations, about ")
-    result = res["result"]
+    result = res.result
     done = [c[0] for c in calls]
     assert done == sorted(done) and done[-1] == result.evaluations <= 2500 and len(calls) >= 2
     assert {c[1] for c in calls} == {2500}  # evaluations are counted against the budget

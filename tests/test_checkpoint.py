@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from miam_cli.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model, save_checkpoint
+from miam_cli.runs.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_model, save_checkpoint
 from miam_cli.errors import UserError
 
 

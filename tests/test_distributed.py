@@ -24,7 +24,7 @@ import yaml
 
 from miam_cli.engine import dist
 from miam_cli.engine.dist import DistEnv, first_host, local_rows, resolve, slice_weight
-from miam_cli.engine.recipe import validate_recipe
+from miam_cli.recipe import validate_recipe
 from miam_cli.engine.train import train
 from miam_cli.synth.tokens import make_token_store
 
@@ -148,7 +148,7 @@ def recipe(store):
 @pytest.fixture(scope="module")
 def one_process(recipe, tmp_path_factory):
     torch.set_num_threads(1)
-    return train(validate_recipe(recipe), tmp_path_factory.mktemp("single") / "run", log=lambda *_: None)
+    return train(validate_recipe(recipe), tmp_path_factory.mktemp("single") / "run", log=lambda *_: None).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_two_ranks_train_like_one_process(recipe, one_process, two_ranks):
 
     # and the same function: logits on the validation split
     from miam_cli.data.batch import load_split
-    from miam_cli.engine.checkpoint import load_model
+    from miam_cli.runs.checkpoint import load_model
     from miam_cli.evaluate.predict import predict
     from miam_cli.store.reader import TokenStore
 
@@ -246,7 +246,7 @@ DRIVER = """
 import json, sys
 import torch
 torch.set_num_threads(1)
-from miam_cli.engine.recipe import validate_recipe
+from miam_cli.recipe import validate_recipe
 from miam_cli.engine.train import Preempted, train
 cfg, out, resume, stop = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]) or None
 try:

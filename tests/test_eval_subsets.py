@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from miam_cli.engine.checkpoint import load_model
-from miam_cli.evaluate.run import _store_path
+from miam_cli.runs.checkpoint import load_model
+from miam_cli.runs.rundir import store_path
 from miam_cli.evaluate.subsets import run_eval_subsets
 from miam_cli.store.reader import TokenStore
 from miam_cli.synth.tokens import make_token_store
@@ -28,7 +28,7 @@ def reference(run_dir, visible, split="test"):
     """The model by hand: keep = valid & visible, where `visible` maps store modality -> bool [T_m] (or True
     for every token); absent modalities are dropped. Returns (probabilities, targets, mean visible tokens)."""
     model, _ = load_model(run_dir, "best")
-    store = TokenStore(_store_path(run_dir))
+    store = TokenStore(store_path(run_dir))
     idx = store.split_indices(split)
     values, keep = {}, {}
     for m in model.layout.names:
@@ -65,7 +65,7 @@ def test_every_subset_equals_the_model_with_exactly_its_tokens(evaluated_run):
     assert set(table["kind"]) == {"subset"}
     assert list(table["modalities"]) == expected
     assert set(table["split"]) == {"test"} and set(table["checkpoint"]) == {"best"}
-    n_test = len(TokenStore(_store_path(evaluated_run)).split_indices("test"))
+    n_test = len(TokenStore(store_path(evaluated_run)).split_indices("test"))
     for _, row in table.iterrows():
         probs, y, shown = reference(evaluated_run, {m: True for m in row["subset"].split("+")})
         auc, n_classes = sklearn_macro_auc(y, probs)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fault_cases as F
-from miam_cli.engine.checkpoint import PENDING_BEST, checkpoint_bytes, load_checkpoint, reconcile
+from miam_cli.runs.checkpoint import PENDING_BEST, checkpoint_bytes, load_checkpoint, reconcile
 
 CASES = F.all_cases() + F.bitflip_cases()
 FAST = [c for c in CASES if c.fast]

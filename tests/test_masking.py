@@ -473,7 +473,7 @@ class _Plateau:
         self.t = 0
 
     def evaluate(self):
-        from miam_cli.evaluate.uncertainty import auc_influence
+        from miam_cli.scoring.uncertainty import auc_influence
 
         scores, psi = [], []
         for m, (a, g) in enumerate(zip(self.strengths, self.gains)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve, top_k_accuracy_score
 
-from miam_cli.evaluate.metrics import (
+from miam_cli.scoring.metrics import (
     average_precision,
     compute_metrics,
     f1_at_k,

@@ -58,13 +58,13 @@ def test_oracle_of_several_groups_and_an_unknown_group(recipe, cli, tmp_path):
 
 def test_a_uniform_run_beside_an_oracle_keeps_its_plain_label(tiny_store, tiny_trainer, evaluated_run, cli, tmp_path):
     """An oracle is trained with uniform masking: the uniform row must not turn into `uniform (oracle=None)`."""
-    from miam_cli.engine.recipe import validate_recipe
+    from miam_cli.recipe import validate_recipe
     from miam_cli.engine.train import train
     from miam_cli.evaluate.subsets import run_eval_subsets
 
     uniform = tiny_trainer(tiny_store, tmp_path / "uniform", masking={"strategy": "uniform"}, epochs=1)
     oracle = train(validate_recipe({"store": str(tiny_store), "oracle": ["series"], "model": {"d_model": 32},
-                                    "train": {"epochs": 1, "batch_size": 128}}), out=tmp_path / "oracle", log=lambda *a: None)
+                                    "train": {"epochs": 1, "batch_size": 128}}), out=tmp_path / "oracle", log=lambda *a: None).run_dir
     for run in (uniform, oracle):
         run_eval_subsets(run)
     code, out, err = cli("compare", evaluated_run, uniform, oracle, "--out", tmp_path / "cmp", "--json")

@@ -20,7 +20,7 @@ from miam_cli.data.geoplant import GeoPlantOptions, plan_geoplant
 from miam_cli.data.prepare import run_prepare
 from miam_cli.errors import UserError
 from miam_cli.evaluate.predict import group_visibility, predict as model_predict
-from miam_cli.evaluate.run import open_run
+from miam_cli.runs.loaded import open_run
 from miam_cli.store.reader import TokenStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from miam_cli.engine.recipe import validate_recipe
+from miam_cli.recipe import validate_recipe
 from miam_cli.engine.train import PREEMPTED_EXIT_CODE, train
 from miam_cli.synth.tokens import make_token_store
 
@@ -82,7 +82,7 @@ def test_sigusr1_writes_last_pt_exits_75_and_resume_ends_identical(setup):
     assert "resumed from" in resumed.stderr
 
     torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): the same kernels, the same bits
-    full = train(validate_recipe(recipe), base / "full", log=lambda *_: None)
+    full = train(validate_recipe(recipe), base / "full", log=lambda *_: None).run_dir
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(last, weights_only=True)
     assert b["progress"]["epoch"] == EPOCHS
@@ -109,7 +109,7 @@ def test_resume_of_a_finished_run_changes_nothing(setup, tmp_path):
     _, recipe = setup
     torch.set_num_threads(1)
     cfg = validate_recipe({**recipe, "train": {"epochs": 1, "batch_size": 128}})
-    run = train(cfg, tmp_path / "run", log=lambda *_: None)
+    run = train(cfg, tmp_path / "run", log=lambda *_: None).run_dir
     before = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     train(cfg, run, resume=True, log=lambda *_: None)
     after = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -55,7 +55,7 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
 def report(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     res = run_demo(DemoOptions(out, surveys=400, epochs=1, budget=60), log=lambda *_: None)
-    return Path(res["report_html"])
+    return res.report_html
 
 
 @pytest.mark.slow

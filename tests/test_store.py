@@ -12,7 +12,8 @@ from miam_cli.data.prepare import run_prepare
 from miam_cli.errors import UserError
 from miam_cli.store.reader import TokenStore
 from miam_cli.store.schema import ModalitySpec, TaskSpec
-from miam_cli.store.writer import ChunkData, StorePlan, StoreWriter, parse_shard
+from miam_cli.shards import parse_shard
+from miam_cli.store.writer import ChunkData, StorePlan, StoreWriter
 
 
 def _plan(n=50, seed=0):

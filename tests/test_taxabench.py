@@ -320,14 +320,14 @@ def test_cli_synth(cli, tmp_path):
 
 # ------------------------------------------------------------------ recipe
 def test_recipe_trains_one_epoch_on_a_taxabench_store(store, tmp_path):
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.recipe import load_recipe
     from miam_cli.engine.train import train
 
     torch.set_num_threads(1)
     recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "taxabench.yaml"
     recipe = load_recipe(recipe_path, [f"store={store.path}", "train.epochs=1", "model.d_model=32", "model.depth=1"])
     assert set(recipe.groups(store.modalities)) == {"ground", "satellite", "audio", "environment", "location"}
-    run = train(recipe, out=tmp_path / "run", log=lambda *a, **k: None)
+    run = train(recipe, out=tmp_path / "run", log=lambda *a, **k: None).run_dir
     metrics = pd.read_csv(Path(run) / "metrics.csv")
     assert len(metrics) == 1 and np.isfinite(metrics["train_loss"]).all()
     assert (Path(run) / "checkpoints" / "last.pt").is_file()

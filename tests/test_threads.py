@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from miam_cli import threads
-from miam_cli.engine.recipe import validate_recipe
+from miam_cli.recipe import validate_recipe
 from miam_cli.engine.train import train
 from miam_cli.errors import UserError
 

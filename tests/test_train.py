@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from miam_cli.cli.main import main
-from miam_cli.engine.recipe import load_recipe, validate_recipe
+from miam_cli.recipe import load_recipe, validate_recipe
 from miam_cli.engine.train import Preempted, train
 from miam_cli.errors import UserError
 from miam_cli.synth.tokens import make_token_store
@@ -30,7 +30,7 @@ def _weights(run):
 
 
 def test_resumed_run_ends_with_the_same_weights(store, tmp_path):
-    full = train(_recipe(store), tmp_path / "full", log=lambda *_: None)
+    full = train(_recipe(store), tmp_path / "full", log=lambda *_: None).run_dir
     with pytest.raises(Preempted):  # killed mid-epoch 2 (epoch 1 has 6 or 7 steps)
         train(_recipe(store), tmp_path / "cut", stop_after_steps=9, log=lambda *_: None)
     train(_recipe(store), tmp_path / "cut", resume=True, log=lambda *_: None)
@@ -44,9 +44,9 @@ def test_resumed_run_ends_with_the_same_weights(store, tmp_path):
 
 
 def test_same_seed_same_weights_and_different_seed_differs(store, tmp_path):
-    a = _weights(train(_recipe(store, epochs=1), tmp_path / "a", log=lambda *_: None))
-    b = _weights(train(_recipe(store, epochs=1), tmp_path / "b", log=lambda *_: None))
-    c = _weights(train(_recipe(store, epochs=1, seed=5), tmp_path / "c", log=lambda *_: None))
+    a = _weights(train(_recipe(store, epochs=1), tmp_path / "a", log=lambda *_: None).run_dir)
+    b = _weights(train(_recipe(store, epochs=1), tmp_path / "b", log=lambda *_: None).run_dir)
+    c = _weights(train(_recipe(store, epochs=1, seed=5), tmp_path / "c", log=lambda *_: None).run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -57,15 +57,19 @@ def test_same_seed_same_weights_with_two_threads(store, tmp_path):
     threads = torch.get_num_threads()
     # batch 256 x d_model 128: tensors above torch's parallel grain size, so both threads work
     recipe = validate_recipe({"store": str(store), "model": {"d_model": 128}, "train": {"epochs": 2, "batch_size": 256, "threads": 2}})
-    runs = [_weights(train(recipe, tmp_path / f"r{i}", log=lambda *_: None)) for i in range(3)]
+    runs = [_weights(train(recipe, tmp_path / f"r{i}", log=lambda *_: None).run_dir) for i in range(3)]
     assert all(torch.equal(runs[0][k], other[k]) for other in runs[1:] for k in runs[0])
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads  # train.threads applied for the run only
 
 
 def test_training_beats_a_constant_predictor(store, tmp_path):
-    run = train(_recipe(store, epochs=6, lr=3e-3), tmp_path / "run", log=lambda *_: None)
+    result = train(_recipe(store, epochs=6, lr=3e-3), tmp_path / "run", log=lambda *_: None)
+    run = result.run_dir
     rows = list(csv.DictReader(open(run / "metrics.csv")))
+    # the result is metrics.csv's last row, every column, as the numbers written
+    assert list(result.metrics) == list(rows[-1]) and result.metrics["epoch"] == 6
+    assert all(result.metrics[k] == (float(v) if v != "" else None) for k, v in rows[-1].items())
     # a constant predictor has macro AUC 0.5 on every class
     assert float(rows[-1]["val_auc"]) > 0.75
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
@@ -84,8 +88,11 @@ def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"store": str(store), "train": {"epochs": 1, "batch_size": 128}, "model": {"d_model": 16}}))
     with pytest.raises(SystemExit) as e:
-        main(["train", str(path), "--out", str(tmp_path / "run")])
+        main(["train", str(path), "--out", str(tmp_path / "run"), "--json"])
     assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)  # numbers, not metrics.csv's text
+    assert doc["run_dir"] == str(tmp_path / "run") and doc["metrics"]["epoch"] == 1
+    assert isinstance(doc["metrics"]["train_loss"], float) and 0 < doc["metrics"]["val_auc"] <= 1
     with pytest.raises(SystemExit) as e:
         main(["train", str(path), "--out", str(tmp_path / "run")])
     assert e.value.code == 2
@@ -119,7 +126,7 @@ def test_monitor_steps_updates_the_ratios_within_epochs_and_resumes_exactly(stor
     # the epoch end validates anyway), 9, 12, and the 2 epoch ends: 6 updates over 2 epochs
     recipe = _recipe(store, epochs=2)
     recipe.masking.monitor_steps = 3
-    full = train(recipe, tmp_path / "full", log=lambda *_: None)
+    full = train(recipe, tmp_path / "full", log=lambda *_: None).run_dir
     updates = list(csv.DictReader(open(full / "imbalance.csv")))
     steps = [int(u["step"]) for u in updates]
     per_epoch = len(list(csv.DictReader(open(full / "metrics.csv"))))
@@ -181,7 +188,7 @@ def test_noise_aware_miam_records_errors_shares_and_resumes_exactly(store, tmp_p
         return validate_recipe({"store": str(store), "model": {"d_model": 32}, "masking": masking,
                                 "train": {"epochs": 3, "batch_size": 64}})
 
-    full = train(recipe(), tmp_path / "full", log=lambda *_: None)
+    full = train(recipe(), tmp_path / "full", log=lambda *_: None).run_dir
     with pytest.raises(Preempted):
         train(recipe(), tmp_path / "cut", stop_after_steps=8, log=lambda *_: None)
     train(recipe(), tmp_path / "cut", resume=True, log=lambda *_: None)

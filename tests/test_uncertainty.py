@@ -6,8 +6,8 @@ from scipy.integrate import quad
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from miam_cli.evaluate.metrics import macro_auc, topk_accuracy
-from miam_cli.evaluate.uncertainty import (
+from miam_cli.scoring.metrics import macro_auc, topk_accuracy
+from miam_cli.scoring.uncertainty import (
     auc_influence, metric_influence, paired_standard_error, standard_error, top1_influence,
 )
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from miam_cli.errors import UserError, did_you_mean
-from miam_cli.evaluate.metrics import mean_loss, primary_metric, primary_value
+from miam_cli.scoring.metrics import mean_loss, primary_metric, primary_value
 from miam_cli.evaluate.predict import group_visibility, probabilities
-from miam_cli.evaluate.run import LoadedRun
+from miam_cli.runs.loaded import LoadedRun
 
 
 @dataclass

@@ -29,12 +29,12 @@ from miam_cli.attribution.games import ModelGame, Players, axis_players, modalit
 from miam_cli.attribution.report import efficiency_check, markdown_summary, too_few_coalitions, write_report
 from miam_cli.errors import UserError
 from miam_cli.files import writable_folder
-from miam_cli.evaluate.metrics import primary_metric
-from miam_cli.evaluate.run import LoadedRun, open_run
+from miam_cli.scoring.metrics import primary_metric
+from miam_cli.runs.loaded import LoadedRun, open_run
 from miam_cli.masking.strategies import STRATEGIES
+from miam_cli.shards import complete_shard_files, is_partial, shard_name
 from miam_cli.plotstyle import AXIS_LABELS, METRIC_LABELS, metric_label
 from miam_cli.store.atomic import atomic_write_json, atomic_write_text
-from miam_cli.store.writer import complete_shard_files
 
 PLOT_KIND = {"modality": "bars", "band": "bars", "variable": "bars", "year": "line", "patch": "heatmap", "token": "bars", "time": "line"}
 
@@ -64,9 +64,27 @@ class AttributionRequest:
     @property
     def sharded(self) -> bool:
         """One shard of several (``--shard I/N`` with N > 1): a slice of the sampling, no report."""
-        return self.shard is not None and self.shard[1] > 1
+        return is_partial(self.shard)
 
 SAMPLERS = {"kernel": KernelSampler, "permutation": PermutationSampler}
+
+
+@dataclass
+class AttributionReport:
+    """What `miam attribute` made: a report (CSV, JSON, figure, summary.md), or one shard's file to merge."""
+
+    result: ShapleyResult
+    meta: dict
+    efficiency: dict  # sum_phi, v_all_minus_v_none, gap (empty for a shard)
+    path: Path | None  # the report's CSV (None for a shard, whose file is `shard_file`)
+    shard_file: Path | None = None
+    title: str = ""
+    figure: str | None = None  # the figure's file name, beside the CSV
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """player, phi, std_error, evaluations: one row per player, largest contribution first."""
+        return pd.DataFrame(self.result.to_records()).sort_values("phi", ascending=False, ignore_index=True)
 
 
 def default_axis(run: LoadedRun, modality: str) -> str:
@@ -97,7 +115,7 @@ def stem_for(req: AttributionRequest, players: Players, target_label: str) -> st
 
 def reused_subset_values(run: LoadedRun, players: Players, req: AttributionRequest) -> dict | None:
     """eval/subsets.csv already holds v(S) for every non-empty subset of modalities (global target)."""
-    path = run.path / "eval" / "subsets.csv"
+    path = run.rundir.subsets_table
     if players.modality is not None or req.target != "global" or req.max_samples or not path.exists():
         return None
     table = pd.read_csv(path)
@@ -164,7 +182,7 @@ def time_per_evaluation(cache: CoalitionCache, game: ModelGame) -> float:
 
 
 def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu", log=print,
-                    progress=None) -> dict:
+                    progress=None) -> AttributionReport:
     """One report (or one shard's samples). `progress(evaluations, planned, largest standard error,
     stopping error)`, when given, hears from the samplers after every batch; a time estimate for the
     plan is logged before it starts."""
@@ -173,7 +191,7 @@ def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir:
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
     target = parse_target(run, req.target)
-    out = writable_folder(Path(out_dir) if out_dir else run.path / "attribution", "attribution folder")
+    out = writable_folder(Path(out_dir) if out_dir else run.rundir.attribution_dir, "attribution folder")
     stem = stem_for(req, players, target.label)
     warning = coverage_warning(run, players)
     if warning:
@@ -198,29 +216,30 @@ def run_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir:
             "reused_eval_subsets": reuse is not None, "tolerance": str(Tolerance.of(req.tolerance)),
             "seconds": round(time.monotonic() - started, 2)}
     if req.sharded:
-        path = out / "shards" / f"{stem}-{req.shard[0]:03d}-of-{req.shard[1]:03d}.json"
+        path = out / "shards" / shard_name(stem, req.shard, ".json")
         atomic_write_json(path, {"meta": meta, "result": result.to_dict()})
-        return {"shard_file": str(path), "result": result, "meta": meta}
+        return AttributionReport(result, meta, {}, None, shard_file=path)
     return _report(result, players, out, stem, meta, req)
 
 
-def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None, device="cpu") -> dict:
+def merge_attribution(run_dir: Path | LoadedRun, req: AttributionRequest, out_dir: Path | None = None,
+                      device="cpu") -> AttributionReport:
     run = run_dir if isinstance(run_dir, LoadedRun) else open_run(run_dir, "best", device)
     players = modality_players(run) if req.modality is None else axis_players(run, req.modality, req.by or default_axis(run, req.modality), req.context)
-    out = Path(out_dir) if out_dir else run.path / "attribution"
+    out = Path(out_dir) if out_dir else run.rundir.attribution_dir
     stem = stem_for(req, players, parse_target(run, req.target).label)
-    files = complete_shard_files(out / "shards", f"{stem}-*-of-*.json", "attribute")
+    files = complete_shard_files(out / "shards", stem, ".json", "attribute")
     docs = [json.loads(f.read_text()) for f in files]
     result = merge([ShapleyResult.from_dict(d["result"]) for d in docs], tolerance=Tolerance.of(req.tolerance))
     return _report(result, players, out, stem, {**docs[0]["meta"], "shards": len(files)}, req)
 
 
-def _report(result: ShapleyResult, players: Players, out: Path, stem: str, meta: dict, req: AttributionRequest) -> dict:
+def _report(result: ShapleyResult, players: Players, out: Path, stem: str, meta: dict, req: AttributionRequest) -> AttributionReport:
     kind, title = PLOT_KIND.get(players.axis, "bars"), report_title(players, meta["target"])
     write_report(result, out, stem, kind, players.names, players.grid, title, meta, summary_file=None, plot_format=req.plot_format)
     _write_summary(out)
-    return {"stem": stem, "dir": str(out), "result": result, "meta": meta, "efficiency": efficiency_check(result),
-            "title": title, "figure": f"{stem}.{req.plot_format}"}
+    return AttributionReport(result, meta, efficiency_check(result), out / f"{stem}.csv", title=title,
+                             figure=f"{stem}.{req.plot_format}")
 
 
 def _duration(seconds: float) -> str:

@@ -7,26 +7,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from miam_cli.errors import UserError
 
 # results go to stdout, everything else (logs, warnings, progress) to stderr
 out = Console(soft_wrap=True)
 if not out.is_terminal and "COLUMNS" not in os.environ:
     out.width = 200  # piped to a file or a batch log: wide tables stay one line per row
 err = Console(stderr=True, soft_wrap=True)
-
-
-# Every command that computes takes --threads (one definition, one help text); see miam_cli.threads
-Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="CPU threads in all [default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the CPUs this "
-                             "process may use], shared among worker processes and the ranks torchrun starts on a node.")]
 
 
 def use_threads(threads: int | None, workers: int = 0) -> None:
@@ -159,52 +149,3 @@ def default_path(value: Path | None, conventional: Path, what: str) -> Path:
         return Path(value)
     log(f"{what}: {conventional} (default)")
     return conventional
-
-
-def newest_run(runs_dir: Path = Path("runs"), prefix: str = "") -> Path:
-    runs = [p for p in runs_dir.glob(f"{prefix}*") if (p / "recipe.yaml").exists()] if runs_dir.is_dir() else []
-    if not runs:
-        where = f"{runs_dir / prefix}..." if prefix else f"{runs_dir}/"
-        raise UserError(f"no run matches {where} (train one with `miam train RECIPE`)" if prefix else
-                        f"no RUN_DIR given and no run under {where} (train one with `miam train RECIPE`)")
-    return max(runs, key=lambda p: (p / "recipe.yaml").stat().st_mtime)
-
-
-def resolve_run(run_dir: Path | None) -> Path:
-    """The run given; the newest under runs/ when none is; `runs/demo-miam-...` (as the README writes
-    run names, whose time stamps nobody types) is the newest run whose name starts `demo-miam-`."""
-    if run_dir is None:
-        run = newest_run()
-        log(f"RUN_DIR: {run} (newest run under runs/)")
-        return run
-    text = str(run_dir)
-    if text.endswith("...") and not Path(run_dir).exists():
-        parent, prefix = Path(text[:-3]).parent, Path(text[:-3]).name
-        run = newest_run(parent, prefix)
-        log(f"RUN_DIR: {run} (newest run matching {text})")
-        return run
-    if not (Path(run_dir) / "recipe.yaml").exists():
-        raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
-    return Path(run_dir)
-
-
-def shard_from_env(text: str | None) -> str | None:
-    """`--shard I/N`, or SLURM's array variables when no --shard was given (0-based task ids)."""
-    if text is not None:
-        return text
-    task, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
-    if task is not None and count is not None:
-        minimum = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        shard = f"{int(task) - minimum}/{count}"
-        log(f"--shard {shard} (from SLURM_ARRAY_TASK_ID/COUNT)")
-        return shard
-    return None
-
-
-def shard_request(text: str | None, merge: bool) -> tuple[int, int] | None:
-    """What `--shard I/N` (or the SLURM array) and `--merge` ask of a shardable command: this shard, or None."""
-    from miam_cli.store.writer import parse_shard
-
-    text = None if merge else shard_from_env(text)
-    return parse_shard(text) if text else None
-

@@ -7,16 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, Threads, default_path, log, out, print_json, print_table, shard_from_env, use_threads, warn
-from miam_cli.cli.options import App
+from miam_cli.cli.common import Progress, default_path, log, out, print_json, print_table, use_threads, warn
+from miam_cli.cli.options import App, JsonOut, Threads, shard_option
 
 # Options every `prepare` command shares (one definition, so their help cannot drift apart)
 Workers = Annotated[int, typer.Option(min=0, help="Decoding processes (0 = in this process).")]
 ChunkSize = Annotated[int, typer.Option(min=1, max=1 << 20, help="Samples per zarr chunk (and per unit of resume/shard); capped at the number of samples.")]
 Strict = Annotated[bool, typer.Option(help="Refuse the data (exit 2, with the list) on any fault instead of marking it missing.")]
-Shard = Annotated[Optional[str], typer.Option(help="I/N: prepare the I-th of N slices (0-based); default from SLURM_ARRAY_TASK_ID/COUNT.")]
+Shard = shard_option("prepare the I-th of N slices")
 Overwrite = Annotated[bool, typer.Option(help="Rebuild a complete store.")]
-SummaryJson = Annotated[bool, typer.Option("--json", help="Print the store summary as JSON.")]
 OutsideRoot = Annotated[bool, typer.Option("--allow-outside-root", help="Also read files that resolve outside RAW_DIR (symlinks out); refused by default.")]
 Like = Annotated[Optional[Path], typer.Option(help="A training store whose class list and normalisation this store reuses, so that a "
                                                    "model trained on it can predict here (modalities must match: else exit 2).")]
@@ -83,7 +82,7 @@ def prepare_geoplant_cmd(
     shard: Shard = None,
     overwrite: Overwrite = False,
     allow_outside_root: OutsideRoot = False,
-    json_out: SummaryJson = False,
+    json_out: JsonOut = False,
 ) -> None:
     """GeoPlant (GLC24 Kaggle or GLC25 layout) -> token store. An interrupted prepare resumes when run again.
 
@@ -102,10 +101,10 @@ def prepare_geoplant_cmd(
 
 def _run_prepare(plan, decoder, dest: Path, workers, threads, shard, strict, overwrite, chunk_size, json_out) -> None:
     from miam_cli.data.prepare import run_prepare
-    from miam_cli.store.writer import parse_shard
+    from miam_cli.shards import requested_shard
 
     use_threads(threads, workers)
-    shard_ij = parse_shard(shard_from_env(shard))
+    shard_ij = requested_shard(shard, merge=False, log=log) or (0, 1)
     for w in plan.warnings:
         warn(w)
     log(f"preparing {len(plan.samples)} samples, modalities {', '.join(plan.modalities)} -> {dest}")
@@ -128,7 +127,7 @@ def _run_prepare(plan, decoder, dest: Path, workers, threads, shard, strict, ove
 @store_app.command("info")
 def store_info_cmd(
     store: Optional[Path] = typer.Argument(None, help="Token store [default: stores/geoplant]"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of tables."),
+    json_out: JsonOut = False,
 ) -> None:
     """Modalities, token axes, samples per split, missingness per modality, faults met at prepare.
 
@@ -140,14 +139,14 @@ def store_info_cmd(
 @store_app.command("verify")
 def store_verify_cmd(
     store: Optional[Path] = typer.Argument(None, help="Token store [default: stores/geoplant]"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a line."),
+    json_out: JsonOut = False,
 ) -> None:
     """Read every chunk and table of a store and check them against their checksums and store.json (exit 2 if damaged).
 
     Example: miam store verify stores/geoplant
     """
     from miam_cli.errors import UserError
-    from miam_cli.store.integrity import verify_store
+    from miam_cli.store.verify import verify_store
 
     path = default_path(store, Path("stores/geoplant"), "STORE")
     with Progress("verify", None) as bar:
@@ -255,7 +254,7 @@ def prepare_taxabench_cmd(
     shard: Shard = None,
     overwrite: Overwrite = False,
     allow_outside_root: OutsideRoot = False,
-    json_out: SummaryJson = False,
+    json_out: JsonOut = False,
 ) -> None:
     """TaxaBench-8k (raw files, or precomputed per-modality embeddings) -> token store; multi-class, stratified split.
 
@@ -284,7 +283,7 @@ def prepare_custom_cmd(
     strict: Strict = False,
     shard: Shard = None,
     overwrite: Overwrite = False,
-    json_out: SummaryJson = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Your own data, described by a dataset spec: points table + modalities (columns, rasters, files, cubes, embeddings).
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from miam_cli.cli import data_commands, packaged_commands
+from miam_cli.cli import data_commands, model_commands, packaged_commands, predict_commands
 from miam_cli.cli.options import App
 from miam_cli.engine.signals import Stopped
 from miam_cli.errors import RuntimeFailure, UserError
@@ -25,6 +25,8 @@ app = App(
 )
 data_commands.register(app)
 packaged_commands.register(app)
+model_commands.register(app)
+predict_commands.register(app)
 
 
 def _version(value: bool) -> None:
@@ -42,17 +44,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
     Example: miam demo
     """
-
-
-def _register_optional() -> None:
-    """Stages register themselves here as they exist (keeps this file free of logic)."""
-    from miam_cli.cli import model_commands, predict_commands
-
-    model_commands.register(app)
-    predict_commands.register(app)
-
-
-_register_optional()
 
 
 def main(argv: list[str] | None = None) -> None:

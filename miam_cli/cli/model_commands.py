@@ -8,8 +8,12 @@ from typing import List, Optional
 import typer
 
 from miam_cli.attribution import defaults as attribution_defaults
-from miam_cli.cli.common import Progress, Threads, attribution_progress, epoch_progress, log, out, print_json, print_table, use_threads
-from miam_cli.cli.options import Overrides, PlotFormat, RecipeArg
+from miam_cli.cli.common import Progress, attribution_progress, epoch_progress, log, out, print_json, print_table, use_threads
+from miam_cli.cli.options import (BatchSize, Checkpoint, Device, JsonOut, Overrides, PlotFormat, RecipeArg, RunDirArg, Threads,
+                                  merge_option, shard_option)
+
+EvalShard, EvalMerge = shard_option("evaluate the I-th of N slices of the subset list"), merge_option("eval/subsets.csv")
+AttributeShard, AttributeMerge = shard_option("run a slice of the samples"), merge_option("the report")
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +28,7 @@ def register(app: typer.Typer) -> None:
 def validate_cmd(
     recipe: RecipeArg,
     overrides: Overrides = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the resolved recipe as JSON."),
+    json_out: JsonOut = False,
 ) -> None:
     """Check a recipe (and its store) and list every error at once (exit 2).
 
@@ -43,7 +47,7 @@ def validate_cmd(
     if json_out:
         print_json(r.model_dump(by_alias=True, mode="json"))
     else:
-        from miam_cli.engine.recipe import recipe_to_yaml
+        from miam_cli.recipe import recipe_to_yaml
 
         out.print(recipe_to_yaml(r), highlight=False)
     log(f"{path}: valid{store_note}")
@@ -51,7 +55,7 @@ def validate_cmd(
 
 def _load_recipe(recipe: Path, overrides: list[str] | None):
     """Find the recipe (a file, or a packaged one by name), say which file it is, and validate it."""
-    from miam_cli.engine.recipe import load_recipe
+    from miam_cli.recipe import load_recipe
     from miam_cli.packaged import find_recipe
 
     from miam_cli.engine import dist
@@ -72,7 +76,7 @@ def train_cmd(
         None, "--oracle", help="Train an oracle: this masking modality alone (repeat, or a,b, for several), with uniform masking; "
                                "`compare` shows it as the oracle row."),
     threads: Threads = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the final epoch's metrics as JSON."),
+    json_out: JsonOut = False,
 ) -> None:
     """Train a model with the recipe's masking strategy; writes a run dir (its path is printed first).
 
@@ -86,71 +90,69 @@ def train_cmd(
     from miam_cli.engine.signals import deferred_stop_signals
 
     with deferred_stop_signals():  # first, before torch is imported: a SIGTERM during start-up still exits 75
-        run = _train(recipe, overrides or [], out_dir, resume, oracle, threads)
-    if run is not None:
-        _print_train_result(run, json_out)
+        result = _train(recipe, overrides or [], out_dir, resume, oracle, threads)
+    if result is not None:
+        _print_train_result(result, json_out)
 
 
 def _train(recipe: Path, overrides: list[str], out_dir: Optional[Path], resume: bool, oracle: Optional[List[str]],
-           threads: Optional[int]) -> Optional[Path]:
-    """The run dir on rank 0 (None on other ranks); exit 75 when preempted."""
+           threads: Optional[int]):
+    """The `TrainResult` on rank 0 (None on other ranks); exit 75 when preempted."""
     import sys
 
     from miam_cli.engine import dist
-    from miam_cli.engine.recipe import oracle_override
+    from miam_cli.recipe import oracle_override
     from miam_cli.engine.train import PREEMPTED_EXIT_CODE, Preempted, train
 
     _, r = _load_recipe(recipe, [*overrides, *([oracle_override(oracle)] if oracle else []),
                                  *([f"train.threads={threads}"] if threads else [])])
     with Progress("train", None) as bar:
         try:
-            run = train(r, out_dir, resume=resume, progress=epoch_progress(bar), log=log)
+            result = train(r, out_dir, resume=resume, progress=epoch_progress(bar), log=log)
         except Preempted as e:
             if dist.resolve().is_main:
                 log(f"preempted: {e}; continue with: {e.resume_command}")
             sys.exit(PREEMPTED_EXIT_CODE)
-    return run if dist.resolve().is_main else None  # one result table per job, not one per rank
+    return result if dist.resolve().is_main else None  # one result table per job, not one per rank
 
 
-def _print_train_result(run: Path, json_out: bool) -> None:
-    import csv
-
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
-    last = rows[-1] if rows else {}
+def _print_train_result(result, json_out: bool) -> None:
+    last, run = result.metrics, result.run_dir
     if json_out:
         print_json({"run_dir": str(run), "metrics": last})
     else:
         keep = [k for k in last if k.startswith(("epoch", "train_loss", "val_", "r_", "p_"))]
-        print_table(f"run {run}", ["metric", "value"], [[k, _as_number(last[k])] for k in keep])
+        print_table(f"run {run}", ["metric", "value"], [[k, "" if last[k] is None else last[k]] for k in keep])
         out.print(str(run))
 
 
 def eval_subsets_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
+    run_dir: RunDirArg = None,
     split: str = typer.Option("test", help="train | val | test"),
-    checkpoint: str = typer.Option("best", help="best | last"),
+    checkpoint: Checkpoint = "best",
     subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="all (default) | unimodal | a selector such as 'sentinel2[band=red,nir]'; repeat for several"),
-    shard: Optional[str] = typer.Option(None, help="I/N: evaluate the I-th of N slices of the subset list (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
-    merge: bool = typer.Option(False, help="Join the shard files into eval/subsets.csv."),
-    batch_size: int = typer.Option(1024, min=1),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    shard: EvalShard = None,
+    merge: EvalMerge = False,
+    batch_size: BatchSize = 1024,
+    device: Device = "auto",
     plot_format: PlotFormat = "png",
     threads: Threads = None,
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    json_out: JsonOut = False,
 ) -> None:
     """Evaluate a trained model on every non-empty subset of its modalities (2^M - 1), or on selectors.
 
     Example: miam eval-subsets runs/demo-miam --subsets all --subsets 'sentinel2[band=red,nir]'
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_request
-    from miam_cli.evaluate.metrics import metric_names
+    from miam_cli.scoring.metrics import metric_names
     from miam_cli.evaluate.subsets import table_records
     from miam_cli.plotstyle import check_format
+    from miam_cli.runs.find import resolve_run
+    from miam_cli.shards import requested_shard
 
-    run = resolve_run(run_dir)
+    run = resolve_run(run_dir, log)
     with Progress("eval-subsets", None) as bar:
-        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets, shard=shard_request(shard, merge),
+        res = api.evaluate_subsets(api.load_run(run, checkpoint, device), split=split, subsets=subsets, shard=requested_shard(shard, merge, log),
                                    merge=merge, batch_size=batch_size, progress=bar.update, plot_format=check_format(plot_format),
                                    threads=threads, log=log)
     table, path = res.table, res.path
@@ -168,7 +170,7 @@ def compare_cmd(
     metric: Optional[str] = typer.Option(None, help="Metric column [default: auc or top1]"),
     split: str = typer.Option("test", help="Rows of eval/subsets.csv from this split (val: to choose settings without the test split)"),
     out_dir: Path = typer.Option(Path("compare"), "--out", help="Where compare.csv and compare.md go"),
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    json_out: JsonOut = False,
     paired: Optional[str] = typer.Option(
         None, "--paired", metavar="ROW",
         help="Also compare ROW (e.g. miam) with every other row seed by seed: mean difference and 95% interval "
@@ -178,49 +180,32 @@ def compare_cmd(
 
     Example: miam compare runs/demo-miam runs/demo-uniform runs/oracle-sentinel2
     """
-    from miam_cli.cli.common import resolve_run, warn
-    from miam_cli.evaluate.compare import best_per_column, caption, compare_runs, format_cell, wide_table, write_compare
+    from miam_cli.cli.common import warn
+    from miam_cli.evaluate.compare import caption, format_cell
+    from miam_cli.evaluate.comparison import run_compare
+    from miam_cli.runs.find import resolve_run
 
-    run_dirs = [resolve_run(r) for r in run_dirs]
-    agg = compare_runs(run_dirs, subsets, metric, split)
-    for w in agg.attrs["warnings"]:
+    res = run_compare([resolve_run(r, log) for r in run_dirs], subsets, metric, split, out_dir, paired)
+    for w in res.warnings:
         warn(w)
-    csv_path, md_path = write_compare(agg, out_dir)
-    log(f"wrote {csv_path} and {md_path}")
-    mean, std, columns = wide_table(agg)
-    best = best_per_column(mean)
-    result = _paired(run_dirs, paired, subsets, metric, split, out_dir) if paired else None
+    for table, text in zip(res.files[::2], res.files[1::2]):  # compare.csv/.md, then paired.csv/.md
+        log(f"wrote {table} and {text}")
+    mean, std, columns, best = res.mean, res.std, res.columns, res.best
     if json_out:
-        print_json({"metric": agg.attrs["metric"], "columns": columns, "best": best, "warnings": agg.attrs["warnings"],
+        print_json({"metric": res.metric, "columns": columns, "best": best, "warnings": res.warnings,
                     "rows": [{"strategy": label, **{c: {"mean": _num(mean.loc[label, c]), "std": _num(std.loc[label, c])} for c in columns}}
                              for label in mean.index],
-                    **({"paired": result.table().to_dict(orient="records")} if result else {})})
+                    **({"paired": res.paired.table().to_dict(orient="records")} if res.paired else {})})
         return
     rows = [[label] + [format_cell(mean.loc[label, c], std.loc[label, c], best.get(c) == label, False) for c in columns] for label in mean.index]
-    print_table(f"{agg.attrs['metric']} x 100 on {split}", ["strategy"] + columns, rows, caption(agg, False))
-    if result:
+    print_table(f"{res.metric} x 100 on {split}", ["strategy"] + columns, rows, caption(res.long, False))
+    if res.paired:
         from miam_cli.evaluate.paired import format_paired_cell
 
+        result = res.paired
         print_table(f"{result.reference} minus each row, x 100: mean [95% interval] over paired seeds (▲ better, ▼ worse, = tie)",
                     ["row"] + result.columns,
                     [[other] + [format_paired_cell(cells[c]) for c in result.columns] for other, cells in result.rows.items()])
-
-
-def _paired(run_dirs, reference, subsets, metric, split, out_dir):
-    from miam_cli.evaluate.paired import paired_comparison, write_paired
-
-    result = paired_comparison(run_dirs, reference, subsets, None, metric, split)
-    csv_path, md_path = write_paired(result, out_dir)
-    log(f"wrote {csv_path} and {md_path}")
-    return result
-
-
-def _as_number(text: str):
-    """metrics.csv cells are text: numbers print as numbers, the rest as is."""
-    try:
-        return int(text) if text.isdigit() else float(text)
-    except ValueError:
-        return text
 
 
 def _num(x):
@@ -230,7 +215,7 @@ def _num(x):
 
 
 def attribute_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
+    run_dir: RunDirArg = None,
     modality: Optional[str] = typer.Option(None, help="Explain the tokens of this modality (default: the modalities themselves)"),
     by: Optional[str] = typer.Option(None, help="Axis grouping the tokens: band | year | patch | variable | token [default: the modality's first]"),
     target: str = typer.Option("global", help="global (the split's metric) | loss (minus the mean loss) | a class index, id or name"),
@@ -244,13 +229,13 @@ def attribute_cmd(
     sampler: str = typer.Option("kernel", help="Above --exact-max players: kernel (paired KernelSHAP) | permutation (antithetic)"),
     exact_max: int = typer.Option(10, min=1, max=16, help="Exact Shapley (all 2^P coalitions) up to this many players"),
     max_samples: Optional[int] = typer.Option(None, min=1, help="Use at most this many samples of the split"),
-    shard: Optional[str] = typer.Option(None, help="I/N: run a slice of the samples (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
-    merge: bool = typer.Option(False, help="Pool the shard files into the report"),
+    shard: AttributeShard = None,
+    merge: AttributeMerge = False,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder [default: RUN_DIR/attribution]"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: Device = "auto",
     plot_format: PlotFormat = "png",
     threads: Threads = None,
-    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table."),
+    json_out: JsonOut = False,
 ) -> None:
     """Shapley contributions of modalities, or of one modality's bands, years, patches or variables.
 
@@ -258,14 +243,15 @@ def attribute_cmd(
     """
     from miam_cli import api
     from miam_cli.attribution.report import evaluation_count
-    from miam_cli.cli.common import resolve_run, shard_request
     from miam_cli.plotstyle import check_format
+    from miam_cli.runs.find import resolve_run
+    from miam_cli.shards import requested_shard
 
-    run = resolve_run(run_dir)
+    run = resolve_run(run_dir, log)
     with Progress("attribute") as bar:
         res = api.attribute(api.load_run(run, "best", device), modality=modality, by=by, target=target, split=split, context=context,
                             budget=budget, tolerance=tolerance, seed=seed, exact_max=exact_max, max_samples=max_samples,
-                            sampler=sampler, shard=shard_request(shard, merge), merge=merge, out=out_dir,
+                            sampler=sampler, shard=requested_shard(shard, merge, log), merge=merge, out=out_dir,
                             plot_format=check_format(plot_format), threads=threads, log=log,
                             progress=None if merge else attribution_progress(bar))
     if res.shard_file is not None:
@@ -293,7 +279,7 @@ def demo_cmd(
     maps: bool = typer.Option(True, "--maps/--no-maps", help="Also the map demo: a synthetic landscape, its species map and Sentinel-2 contribution map."),
     plot_format: PlotFormat = "png",
     threads: Threads = None,
-    json_out: bool = typer.Option(False, "--json", help="Print the paths and timings as JSON."),
+    json_out: JsonOut = False,
 ) -> None:
     """The whole pipeline on synthetic data: synth, prepare, train MIAM and uniform, eval-subsets, compare, attribute, map, report.
 
@@ -312,8 +298,8 @@ def demo_cmd(
             res = run_demo(DemoOptions(out_dir, surveys, species, epochs, seed=seed, budget=budget,
                                        plot_format=check_format(plot_format), maps=maps), log=log, progress=epoch_progress(bar))
     if json_out:
-        print_json(res)
+        print_json(res.to_json())
         return
-    out.print((Path(res["out"]) / "compare" / "compare.md").read_text(), highlight=False, markup=False)
-    log(f"report: {res['report_md']}")
-    out.print(res["report_html"])
+    out.print(res.compare_md, highlight=False, markup=False)
+    log(f"report: {res.report_md}")
+    out.print(str(res.report_html))

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from miam_cli.cli.common import log, out, print_json, print_table
-from miam_cli.cli.options import App
+from miam_cli.cli.options import App, JsonOut
 
 recipes_app = App(help="The recipes shipped with miam: list them, print one, copy one to edit.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 @recipes_app.command("list")
-def recipes_list_cmd(json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table.")) -> None:
+def recipes_list_cmd(json_out: JsonOut = False) -> None:
     """The packaged recipes, by name; `miam train NAME` and `miam train recipes/NAME.yaml` use them.
 
     Example: miam recipes list
@@ -64,7 +64,7 @@ def recipes_cp_cmd(
     out.print(str(target), highlight=False)
 
 
-def docs_cmd(json_out: bool = typer.Option(False, "--json", help="One JSON document instead of a table.")) -> None:
+def docs_cmd(json_out: JsonOut = False) -> None:
     """Where the documentation of this installation is (the command reference, dataset specs, SLURM, results).
 
     Example: miam docs

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import List, Optional
 
 import typer
 
-from miam_cli.cli.common import Progress, Threads, log, out, print_json, print_table
+from miam_cli.cli.common import Progress, log, out, print_json, print_table
+from miam_cli.cli.options import BatchSize, Checkpoint, Device, JsonOut, RunDirArg, Threads, merge_option, shard_option
 
-# Options both commands share (one definition, so their help cannot drift apart)
-Checkpoint = Annotated[str, typer.Option(help="best | last")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Samples (pixels) per forward pass.")]
-Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-JsonOut = Annotated[bool, typer.Option("--json", help="One JSON document instead of a table.")]
+PredictShard, PredictMerge = shard_option("score the I-th of N slices of the split"), merge_option("the output file")
+MapShard, MapMerge = shard_option("compute the I-th of N sets of tiles"), merge_option("the GeoTIFF")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run dir [default: the newest under runs/]"),
+    run_dir: RunDirArg = None,
     store: Optional[Path] = typer.Argument(None, help="Token store to score [default: the run's own store]"),
     split: str = typer.Option("predict", help="predict (the unlabelled samples prepare keeps) | train | val | test"),
     subsets: Optional[List[str]] = typer.Option(None, "--subsets", help="Visible modalities: a selector such as 'sentinel2' or "
@@ -33,8 +31,8 @@ def predict_cmd(
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="glc: every species with p >= threshold (at most --top-k)"),
     fmt: str = typer.Option("parquet", "--format", help="parquet | csv | glc (GeoLifeCLEF submission: surveyId,predictions)"),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Output file [default: RUN_DIR/predict/<store>-<split>.parquet]"),
-    shard: Optional[str] = typer.Option(None, help="I/N: score the I-th of N slices of the split (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
-    merge: bool = typer.Option(False, help="Join the shard files into the output file."),
+    shard: PredictShard = None,
+    merge: PredictMerge = False,
     checkpoint: Checkpoint = "best",
     batch_size: BatchSize = 1024,
     device: Device = "auto",
@@ -46,12 +44,13 @@ def predict_cmd(
     Example: miam predict runs/geoplant-miam stores/geoplant --format glc --top-k 25
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_request
+    from miam_cli.runs.find import resolve_run
+    from miam_cli.shards import requested_shard
 
-    run = resolve_run(run_dir)
+    run = resolve_run(run_dir, log)
     with Progress("predict", None) as bar:
         res = api.predict(api.load_run(run, checkpoint, device), store, split=split, subsets=subsets, species=species, top_k=top_k,
-                          threshold=threshold, format=fmt, out=out_file, shard=shard_request(shard, merge), merge=merge,
+                          threshold=threshold, format=fmt, out=out_file, shard=requested_shard(shard, merge, log), merge=merge,
                           batch_size=batch_size, progress=lambda d, t: bar.update(d, t, "samples"), threads=threads, log=log)
     log(f"wrote {res.path} ({res.rows} rows)" + ("; join the shards with --merge" if res.shard else ""))
     if json_out:
@@ -72,8 +71,8 @@ def map_cmd(
     contributions: bool = typer.Option(False, help="Add one exact modality-Shapley band per modality (for the species, or their mean)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="GeoTIFF to write [default: RUN_DIR/maps/<spec>.tif, -shapley.tif with --contributions]"),
     tile: Optional[int] = typer.Option(None, min=4, help="Tile side in pixels [default: from the tokens per pixel, at most 512]"),
-    shard: Optional[str] = typer.Option(None, help="I/N: compute the I-th of N sets of tiles (0-based); default from SLURM_ARRAY_TASK_ID/COUNT"),
-    merge: bool = typer.Option(False, help="Assemble the tiles of every shard into the GeoTIFF."),
+    shard: MapShard = None,
+    merge: MapMerge = False,
     overwrite: bool = typer.Option(False, help="Compute a complete map again (and discard tiles of other settings)."),
     checkpoint: Checkpoint = "best",
     batch_size: BatchSize = 1024,
@@ -88,14 +87,15 @@ def map_cmd(
     Example: miam map runs/landscape-miam data/landscape/map.yaml --contributions
     """
     from miam_cli import api
-    from miam_cli.cli.common import resolve_run, shard_request
+    from miam_cli.runs.find import resolve_run
+    from miam_cli.shards import requested_shard
 
     if spec is None:
         run_dir, spec = None, run_dir
-    run = resolve_run(run_dir)
+    run = resolve_run(run_dir, log)
     with Progress("map", None) as bar:
         res = api.predict_map(api.load_run(run, checkpoint, device), spec, out=out_file, species=species, contributions=contributions,
-                              tile=tile, shard=shard_request(shard, merge), merge=merge, overwrite=overwrite,
+                              tile=tile, shard=requested_shard(shard, merge, log), merge=merge, overwrite=overwrite,
                               batch_size=batch_size, progress=lambda d, t: bar.update(d, t, "tiles"), threads=threads, log=log)
     rate = f"{res.pixels_per_second:,.0f} px/s" if res.pixels_computed else "no tile left to compute"
     if res.complete:

@@ -31,27 +31,35 @@ import torch
 
 from miam_cli import plotstyle, threads
 from miam_cli.data.batch import load_split
+from miam_cli.device import autocast, resolve_device
 from miam_cli.engine import dist
-from miam_cli.engine.checkpoint import best_epoch_of, commit_epoch, load_checkpoint, reconcile, save_checkpoint
-from miam_cli.engine.device import resolve_device
 from miam_cli.engine.loggers import Loggers
-from miam_cli.engine.recipe import Recipe
-from miam_cli.engine.rundir import RunDir
 from miam_cli.engine.signals import STOP_SIGNALS, stop_received
 from miam_cli.errors import RuntimeFailure, UserError, describe_os_error
-from miam_cli.evaluate.metrics import primary_metric
-from miam_cli.evaluate.metrics import compute_metrics
+from miam_cli.scoring.metrics import compute_metrics, primary_metric
 from miam_cli.evaluate.predict import evaluate, group_visibility, predict
-from miam_cli.evaluate.uncertainty import metric_influence
+from miam_cli.scoring.uncertainty import metric_influence
 from miam_cli.masking.keep import build_keep, mean_mask_rate, single_modality_counts
 from miam_cli.masking.monitor import ImbalanceMonitor, plot_imbalance
 from miam_cli.masking.strategies import make_strategy
 from miam_cli.model.layout import TokenLayout
 from miam_cli.model.losses import make_loss, positive_class_weights
 from miam_cli.model.transformer import MiamModel
+from miam_cli.recipe import Recipe
+from miam_cli.runs.checkpoint import best_epoch_of, commit_epoch, load_checkpoint, reconcile, save_checkpoint
+from miam_cli.runs.rundir import RunDir
 from miam_cli.store.reader import TokenStore
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again" — a requeued job continues with --resume
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the run dir and its last epoch's metrics (every column of metrics.csv, as
+    numbers; None where that epoch recorded nothing, such as r_m between monitor updates)."""
+
+    run_dir: Path
+    metrics: dict[str, float | int | None]
 
 
 class Preempted(Exception):
@@ -70,7 +78,7 @@ def resume_command(run_dir: Path) -> str:
     """The run's own resolved recipe (overrides included) continues it exactly."""
     import shlex
 
-    return f"miam train {shlex.quote(str(Path(run_dir) / 'recipe.yaml'))} --out {shlex.quote(str(run_dir))} --resume"
+    return f"miam train {shlex.quote(str(RunDir(run_dir).recipe_file))} --out {shlex.quote(str(run_dir))} --resume"
 
 
 @dataclass
@@ -203,7 +211,7 @@ class Trainer:
 
     def save(self, name: str) -> None:
         if self.env.is_main:
-            save_checkpoint(self.run.checkpoints / f"{name}.pt", self.checkpoint_state())
+            save_checkpoint(self.run.checkpoint(name), self.checkpoint_state())
 
     # ------------------------------------------------------------------ the loop
     def fit(self, stop_after_steps: int | None = None) -> dict:
@@ -249,7 +257,7 @@ class Trainer:
         self.state.loss_sum = dist.mean(self.state.loss_sum, self.env)
         self.save("last")
         dist.barrier(self.env)  # no rank exits (and gets its launcher to kill rank 0) before last.pt exists
-        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; {self.run.checkpoints / 'last.pt'} written", self.run.path)
+        raise Preempted(f"stopped at epoch {self.state.epoch + 1}, step {step}; {self.run.checkpoint('last')} written", self.run.path)
 
     def _epoch_order(self) -> torch.Tensor:
         """The shared sample order of the current epoch (every rank draws the same permutation)."""
@@ -274,7 +282,7 @@ class Trainer:
             mine = torch.arange(1)
         batch = self.train_data.load(rows[mine]).to(self.device)
         keep = {m: k.to(self.device) for m, k in self.layout.split_flat(keep_flat[mine]).items()}
-        with self._autocast():
+        with autocast(self.device, enabled=self.recipe.train.amp):
             logits = self.ddp_model({m: batch.values[m] for m in names}, keep)
             loss = self.loss_fn(logits.float(), batch.target)
         if dist.any_true(not bool(torch.isfinite(loss.detach())), self.env):  # every rank stops before a NaN step
@@ -295,11 +303,6 @@ class Trainer:
         alone = single_modality_counts(keep_flat, self.token_group, self.layout.num_groups)
         self.state.alone_sum = [a + float(b) for a, b in zip(self.state.alone_sum, alone)]
         self.state.samples += len(rows)
-
-    def _autocast(self):
-        if self.device.type == "cuda" and self.recipe.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
 
     def _end_epoch(self, seconds: float) -> None:
         s = self.state
@@ -382,9 +385,18 @@ class Trainer:
             return None
         return torch.randperm(len(self.val_data), generator=torch.Generator().manual_seed(self.recipe.train.seed))[:n]
 
+    def metric_keys(self) -> list[str]:
+        """The columns of metrics.csv: every key of every epoch's row, in order of first appearance."""
+        return list(dict.fromkeys(k for r in self.state.rows for k in r))
+
+    def final_metrics(self) -> dict:
+        """The last row of metrics.csv over all its columns (None where the epoch recorded nothing)."""
+        last = self.state.rows[-1] if self.state.rows else {}
+        return {k: last.get(k) for k in self.metric_keys()} if last else {}
+
     def _write_metrics(self) -> None:
         rows = self.state.rows
-        keys = list(dict.fromkeys(k for r in rows for k in r))
+        keys = self.metric_keys()
         self.run.write_metrics(keys, rows)
         updates = self.monitor.records  # with masking.monitor_steps, more than one per epoch
         if updates:
@@ -425,7 +437,7 @@ class Trainer:
 def _resume(trainer: Trainer, run: RunDir, log) -> None:
     """Continue from last.pt, after repairing what a crash may have left (a half-committed epoch, a
     metrics.csv behind the checkpoint): the run then reads as if it had stopped at a clean point."""
-    last_path = run.checkpoints / "last.pt"
+    last_path = run.checkpoint("last")
     last = load_checkpoint(last_path) if last_path.exists() else None
     if trainer.env.is_main:
         reconcile(run.checkpoints, last, log)
@@ -438,9 +450,29 @@ def _resume(trainer: Trainer, run: RunDir, log) -> None:
         trainer._write_metrics()  # the table the checkpoint vouches for (a crash may have cut the last write)
 
 
+def claim_run_dir(recipe: Recipe, out: Path | None, resume: bool) -> RunDir:
+    """Rank 0 names (and creates) the run dir once and shares it; other ranks create nothing.
+    A refusal on rank 0 is raised on every rank, so no rank is left waiting for the name."""
+    env = dist.current()
+    decided: dict = {}
+    failure: Exception | None = None
+    if env.is_main:
+        try:
+            decided["path"] = str(RunDir.claim(recipe, out, resume).path)
+        except Exception as e:  # told to every rank before raising, or they would wait forever
+            failure, decided["error"] = e, str(e)
+    decided = dist.broadcast_object(decided, env)
+    if failure is not None:
+        raise failure
+    if "error" in decided:
+        raise UserError(f"rank 0: {decided['error']}")
+    return RunDir(Path(decided["path"]))
+
+
 def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progress=None, log=print,
-          stop_after_steps: int | None = None) -> Path:
-    """Train `recipe` into a run dir (created, or continued with `resume`); returns the run dir.
+          stop_after_steps: int | None = None) -> TrainResult:
+    """Train `recipe` into a run dir (created, or continued with `resume`); returns the run dir and
+    the last epoch's metrics.
 
     Under torchrun or srun every rank calls this; only rank 0 logs, reports progress and writes files,
     and the process group is left at the end (also when stopped by a signal or an error)."""
@@ -449,7 +481,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
     try:
         if not dist.current().is_main:
             progress, log = None, _quiet
-        run = RunDir.for_training(recipe, out, resume)
+        run = claim_run_dir(recipe, out, resume)
         log(f"run dir: {run.path}" + (" (resuming)" if resume else ""))
         stack.enter_context(threads.limited(recipe.train.threads, log, label="train.threads"))
         trainer = Trainer(recipe, run, progress, log)
@@ -460,7 +492,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
             run.write_start(recipe, trainer)
         trainer.fit(stop_after_steps)
         dist.barrier(trainer.env)  # every rank returns once rank 0 has written the last epoch's files
-        return run.path
+        return TrainResult(run.path, trainer.final_metrics())
     except OSError as e:  # a full disk, a folder made read-only: the run dir is as the last commit left it
         again = (f"`{resume_command(run.path)}`" if run is not None and (run.path / "recipe.yaml").is_file()
                  else "the same `miam train` command with --resume")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from miam_cli.engine.rundir import run_recipe
+from miam_cli.runs.rundir import RunDir, run_recipe
 from miam_cli.errors import UserError
 from miam_cli.files import writable_folder
-from miam_cli.evaluate.metrics import primary_metric
+from miam_cli.scoring.metrics import primary_metric
 from miam_cli.store.atomic import atomic_write, atomic_write_text
 
 ORACLE = "oracle"
@@ -59,7 +59,7 @@ def variant_labels(infos: list[dict]) -> list[str]:
 
 def run_info(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
-    table_path = run_dir / "eval" / "subsets.csv"
+    table_path = RunDir(run_dir).subsets_table
     if not table_path.exists():
         raise UserError(f"{run_dir}: no eval/subsets.csv; run `miam eval-subsets {run_dir}` first")
     recipe = run_recipe(run_dir)

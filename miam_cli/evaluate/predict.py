@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from miam_cli.evaluate.metrics import compute_metrics
+from miam_cli.device import autocast
+from miam_cli.scoring.metrics import compute_metrics
 
 
 @dataclass
@@ -62,14 +63,6 @@ def evaluate(model, data, task_type: str, visible=None, batch_size: int = 1024, 
 def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Per-class probabilities: sigmoid for multi-label (independent presences), softmax for multi-class."""
     return torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
-
-
-def autocast(device):
-    """bfloat16 autocast on a GPU, nothing on the CPU (exact, deterministic): every inference path uses this."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def group_visibility(layout, group: str | list[str]) -> dict[str, torch.Tensor]:

@@ -17,13 +17,14 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from miam_cli.errors import UserError
-from miam_cli.evaluate.metrics import metric_names
+from miam_cli.scoring.metrics import MetricSet, metric_names, metric_set
 from miam_cli.evaluate.predict import evaluate, group_visibility
-from miam_cli.evaluate.run import LoadedRun, open_run
+from miam_cli.runs.loaded import LoadedRun, open_run
+from miam_cli.runs.rundir import RunDir
 from miam_cli.evaluate.selectors import all_subsets, resolve_selector, selector_label, subset_label
+from miam_cli.shards import Shard, complete_shard_files, is_partial, owned_items, shard_name
 from miam_cli.plotstyle import SEQUENTIAL, context, format_values, metric_label, new_figure, save_figure, set_titles, styled, text_colour
 from miam_cli.store.atomic import atomic_write, atomic_write_json
-from miam_cli.store.writer import complete_shard_files
 
 
 @dataclass
@@ -59,9 +60,9 @@ def subset_specs(run: LoadedRun, requests: list[str] | None) -> list[SubsetSpec]
     return unique
 
 
-def shard_slice(items: list, shard: tuple[int, int]) -> list:
-    i, n = shard
-    return items[i::n]
+def run_metrics(run: LoadedRun) -> MetricSet:
+    """The metrics the run's task reports (`metric_set`: one place decides)."""
+    return metric_set(run.task, run.store.meta.task.num_classes)
 
 
 def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", batch_size: int = 1024, device="cpu",
@@ -77,8 +78,8 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
         if progress:
             progress(k + 1, len(specs))
     # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
-    table = pd.DataFrame(rows, columns=table_columns(run.metrics.names))
-    table.attrs["metrics"] = run.metrics.describe()
+    table = pd.DataFrame(rows, columns=table_columns(run_metrics(run).names))
+    table.attrs["metrics"] = run_metrics(run).describe()
     return table
 
 
@@ -88,11 +89,11 @@ def table_columns(metrics: list[str]) -> list[str]:
 
 # ------------------------------------------------------------------ files
 def eval_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "eval"
+    return RunDir(run_dir).eval_dir
 
 
-def shard_file(run_dir: Path, split: str, shard: tuple[int, int]) -> Path:
-    return eval_dir(run_dir) / "shards" / f"subsets-{split}-{shard[0]:03d}-of-{shard[1]:03d}.csv"
+def shard_file(run_dir: Path, split: str, shard: Shard) -> Path:
+    return eval_dir(run_dir) / "shards" / shard_name(f"subsets-{split}", shard, ".csv")
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
@@ -106,7 +107,7 @@ def write_results(run: LoadedRun, table: pd.DataFrame, split: str, plot_format: 
     evaluating one more selector must not throw away the 2^M - 1 table that attribution reuses.
     """
     out = eval_dir(run.path)
-    csv_path = out / "subsets.csv"
+    csv_path = run.rundir.subsets_table
     if csv_path.exists() and len(table):
         old = pd.read_csv(csv_path)
         if len(old):
@@ -123,7 +124,7 @@ def write_results(run: LoadedRun, table: pd.DataFrame, split: str, plot_format: 
 
 
 def merge_shards(run_dir: Path, split: str, order: list[str]) -> pd.DataFrame:
-    files = complete_shard_files(eval_dir(run_dir) / "shards", f"subsets-{split}-*-of-*.csv", "eval-subsets")
+    files = complete_shard_files(eval_dir(run_dir) / "shards", f"subsets-{split}", ".csv", "eval-subsets")
     tables = [pd.read_csv(f) for f in files]
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)  # empty shards add nothing
     rank = {label: i for i, label in enumerate(order)}
@@ -177,10 +178,10 @@ def run_eval_subsets(run_dir: Path | LoadedRun, split: str = "test", checkpoint:
     specs = subset_specs(run, subsets)
     if merge:
         table = merge_shards(run_dir, split, [s.label for s in specs])
-        table.attrs["metrics"] = run.metrics.describe()
+        table.attrs["metrics"] = run_metrics(run).describe()
         return table, write_results(run, table, split, plot_format)
-    if shard is not None and shard[1] > 1:
-        table = eval_subsets(run, shard_slice(specs, shard), split, batch_size, device, progress)
+    if is_partial(shard):
+        table = eval_subsets(run, owned_items(specs, shard), split, batch_size, device, progress)
         path = shard_file(run_dir, split, shard)
         write_table(table, path)
         return table, path

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from miam_cli.errors import UserError
 from miam_cli.files import writable_file
 from miam_cli.maps.grid import Grid
+from miam_cli.shards import Shard, owned
 from miam_cli.store.atomic import atomic_write, atomic_write_json
 
 BLOCK = 256  # COG internal tile side
@@ -51,9 +52,8 @@ class TileParts:
     def _file(self, tile: int) -> Path:
         return self.dir / f"tile-{tile:06d}.npz"
 
-    def pending(self, shard: tuple[int, int] = (0, 1)) -> list[int]:
-        i, n = shard
-        return [t for t in range(len(self.tiles)) if t % n == i and not self._file(t).exists()]
+    def pending(self, shard: Shard | None = None) -> list[int]:
+        return [t for t in owned(len(self.tiles), shard) if not self._file(t).exists()]
 
     def write(self, tile: int, bands: np.ndarray, valid_pixels: int, efficiency_gap: float) -> None:
         atomic_write(self._file(tile), lambda p: _save(p, bands, valid_pixels, efficiency_gap))

@@ -17,7 +17,7 @@ from typing import Callable
 from miam_cli import __version__
 from miam_cli.data.confine import Confinement
 from miam_cli.errors import UserError
-from miam_cli.evaluate.run import LoadedRun
+from miam_cli.runs.loaded import LoadedRun
 from miam_cli.maps.grid import Grid, grid_from_spec
 from miam_cli.maps.output import TileParts
 from miam_cli.maps.pixels import PixelTokens
@@ -25,6 +25,7 @@ from miam_cli.maps.spec import MapInputs, load_map_spec, map_inputs
 from miam_cli.maps.tiles import BandPlan, tile_bands
 from miam_cli.predict.run import class_ids
 from miam_cli.predict.species import resolve_species
+from miam_cli.shards import is_partial
 
 PLAN_FORMAT = 1
 TILE_BYTES = 256 << 20  # token values held for one tile (the tile side follows from it)
@@ -44,7 +45,7 @@ class MapRequest:
 
     @property
     def sharded(self) -> bool:
-        return self.shard is not None and self.shard[1] > 1
+        return is_partial(self.shard)
 
 
 @dataclass
@@ -81,10 +82,10 @@ def run_map(run: LoadedRun, req: MapRequest, device="cpu", progress: Callable[[i
     plan = _band_plan(run, req.species or spec.species, req.contributions)
     size = req.tile or tile_side(run, plan)
     tiles = grid.tiles(size)
-    out = Path(req.out) if req.out else run.path / "maps" / f"{spec_path.stem}{'-shapley' if req.contributions else ''}.tif"
+    out = Path(req.out) if req.out else run.rundir.maps_dir / f"{spec_path.stem}{'-shapley' if req.contributions else ''}.tif"
     parts = TileParts(out, _plan_record(run, grid, plan, size, inputs), tiles)
     parts.begin(req.overwrite and not req.merge)
-    todo = [] if req.merge else parts.pending(req.shard if req.sharded else (0, 1))
+    todo = [] if req.merge else parts.pending(req.shard)
     start, computed, valid = time.monotonic(), 0, 0
     for done, t in enumerate(todo, start=1):
         lon, lat = grid.lonlat(tiles[t])

@@ -21,7 +21,7 @@ import torch
 from miam_cli.attribution.estimators import all_coalitions, shapley_from_table
 from miam_cli.data.batch import Batch, SplitTensors
 from miam_cli.evaluate.predict import group_visibility, iter_logits, probabilities
-from miam_cli.evaluate.run import LoadedRun
+from miam_cli.runs.loaded import LoadedRun
 from miam_cli.maps.pixels import PixelTokens
 
 

@@ -2,7 +2,7 @@
 
 Once per evaluation (every epoch, or every k steps) the trainer scores the model with only modality
 m visible on the validation split and calls ``ImbalanceMonitor.update`` with those scores and, for
-each modality, every validation sample's influence on its score (``evaluate.uncertainty``), from
+each modality, every validation sample's influence on its score (``scoring.uncertainty``), from
 which the standard error se_m of each s_m follows. Two monitors (``masking.monitor``):
 
 **paper** — the paper's formulas, literally:
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from miam_cli import plotstyle
-from miam_cli.evaluate.uncertainty import paired_standard_error, standard_error
+from miam_cli.scoring.uncertainty import paired_standard_error, standard_error
 from miam_cli.masking.strategies import SCORE_FLOOR
 
 # 1% of the metric's range above chance: a modality at chance counts as a hundredth of a perfect one

@@ -49,7 +49,7 @@ def _number(x: Any) -> float | None:
 class Param:
     """One tunable strategy parameter: its default, its bounds and what it does.
 
-    The single source of the parameter: recipe validation (`engine.recipe.MaskingSection`) builds
+    The single source of the parameter: recipe validation (`miam_cli.recipe.MaskingSection`) builds
     its fields from these, so a new strategy or parameter touches this file only.
     """
 

@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from miam_cli.engine.recipe import load_recipe
 from miam_cli.files import writable_folder
+from miam_cli.recipe import load_recipe
+from miam_cli.runs.rundir import RunDir
 
 
 @dataclass
@@ -34,11 +35,26 @@ class DemoOptions:
     landscape_points: int = 2000
 
 
+@dataclass
+class DemoResult:
+    out: Path
+    report_md: Path
+    report_html: Path
+    runs: dict[str, Path]  # strategy -> run dir
+    timings: dict[str, float]  # step -> seconds
+    compare_md: str  # the strategies x subsets table (compare/compare.md)
+
+    def to_json(self) -> dict:
+        """The paths and timings (what `miam demo --json` prints)."""
+        return {"out": str(self.out), "report_md": str(self.report_md), "report_html": str(self.report_html),
+                "runs": {k: str(v) for k, v in self.runs.items()}, "timings": self.timings}
+
+
 def demo_recipe_path(name: str = "demo") -> Path:
     return Path(str(resources.files("miam_cli") / "recipes" / f"{name}.yaml"))
 
 
-def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> dict:
+def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=None) -> DemoResult:
     out = writable_folder(Path(opts.out), "--out folder")
     raw, store, runs = out / "data" / "geoplant", out / "stores" / "geoplant", out / "runs"
     timings: dict[str, float] = {}
@@ -61,9 +77,8 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print, progress=Non
     maps = step("maps", lambda: _maps(out, opts, log, progress)) if opts.maps else []
     from miam_cli.pipeline.report import write_report
 
-    paths = write_report(out, run_dirs, compare_md, reports, truth, timings, maps)
-    return {"out": str(out), "report_md": str(paths[0]), "report_html": str(paths[1]), "runs": {k: str(v) for k, v in run_dirs.items()},
-            "timings": timings}
+    report_md, report_html = write_report(out, run_dirs, compare_md, reports, truth, timings, maps)
+    return DemoResult(out, report_md, report_html, dict(run_dirs), timings, compare_md)
 
 
 def partial_selectors(truth: dict) -> list[str]:
@@ -105,17 +120,18 @@ def _train(store: Path, run: Path, strategy: str, opts: DemoOptions, log, progre
 
 def _train_once(recipe, run: Path, log, progress) -> Path:
     """Train `run`, continue it when an earlier demo was stopped mid-way, reuse it when it is finished."""
-    from miam_cli.engine.checkpoint import load_checkpoint
     from miam_cli.engine.signals import RUN_AGAIN, Stopped
     from miam_cli.engine.train import Preempted, train
+    from miam_cli.runs.checkpoint import load_checkpoint
 
-    last = run / "checkpoints" / "last.pt"
-    if last.exists() and (run / "checkpoints" / "best.pt").exists() and (run / "metrics.csv").exists() \
+    rundir = RunDir(run)
+    last = rundir.checkpoint("last")
+    if last.exists() and rundir.checkpoint("best").exists() and rundir.metrics_file.exists() \
             and load_checkpoint(last)["progress"]["epoch"] >= recipe.train.epochs:
         log(f"reusing {run}")
         return run
     try:
-        return train(recipe, run, resume=last.exists(), log=log, progress=progress)
+        return train(recipe, run, resume=last.exists(), log=log, progress=progress).run_dir
     except Preempted as e:  # a stop signal during training: last.pt is written, the next demo continues from it
         raise Stopped(f"{e}; {RUN_AGAIN}") from None
 
@@ -133,7 +149,7 @@ def _compare(runs: list[Path], out: Path) -> str:
     return md.read_text()
 
 
-def _attribute(run: Path, budget: int, plot_format: str, log) -> list[dict]:
+def _attribute(run: Path, budget: int, plot_format: str, log) -> list:  # of AttributionReport
     from miam_cli.attribution.run import AttributionRequest, run_attribution
 
     # Bands, patches and years of one modality with the others masked (context none): the planted truths

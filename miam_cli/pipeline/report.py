@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from miam_cli.attribution.report import markdown_summary
+from miam_cli.runs.rundir import RunDir
 from miam_cli.store.atomic import atomic_write_text
 
 
-def write_report(out: Path, runs: dict[str, Path], compare_md: str, attributions: list[dict], truth: dict,
+def write_report(out: Path, runs: dict[str, Path], compare_md: str, attributions: list, truth: dict,
                  timings: dict[str, float], maps: list[dict] | None = None) -> tuple[Path, Path]:
     out = Path(out)
     md = _markdown(out, runs, compare_md, attributions, truth, timings) + _maps_markdown(out, maps or [])
@@ -30,19 +31,19 @@ def _markdown(out: Path, runs, compare_md, attributions, truth, timings) -> str:
     for name, run in runs.items():
         rel = Path(run).relative_to(out)
         lines += [f"### {name}: imbalance monitor", "", f"![imbalance {name}]({rel}/imbalance.png)", ""]
-        table = pd.read_csv(Path(run) / "eval" / "subsets.csv")
+        table = pd.read_csv(RunDir(run).subsets_table)
         metric = "auc" if "auc" in table.columns else "top1"
         lines += ["| input | visible tokens | " + metric + " |", "| --- | --- | --- |"]
         lines += [f"| `{r.subset}` | {r.visible_tokens:.1f} | {getattr(r, metric):.4f} |" for r in table.itertuples()]
         lines.append("")
     lines += ["## Attribution (Shapley values, " + Path(runs[next(iter(runs))]).name + " run)", ""]
     for rep in attributions:
-        rel = (Path(rep["dir"]) / rep["figure"]).relative_to(out)
-        lines.append(markdown_summary(rep["result"], rep["title"], str(rel)))
-        if rep["meta"].get("reused_eval_subsets"):
+        rel = (rep.path.parent / rep.figure).relative_to(out)
+        lines.append(markdown_summary(rep.result, rep.title, str(rel)))
+        if rep.meta.get("reused_eval_subsets"):
             lines += ["Subset values reused from `eval/subsets.csv`; only v(none) was evaluated.", ""]
-        if rep["meta"].get("warning"):
-            lines += [f"> Coverage warning: {rep['meta']['warning']}", ""]
+        if rep.meta.get("warning"):
+            lines += [f"> Coverage warning: {rep.meta['warning']}", ""]
     lines += ["## Timings", "", "| step | seconds |", "| --- | --- |"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     return "\n".join(lines) + "\n"
 

@@ -21,14 +21,14 @@ import torch
 from miam_cli.data.batch import StoreBatches, load_split
 from miam_cli.errors import UserError
 from miam_cli.evaluate.predict import iter_logits, probabilities
-from miam_cli.evaluate.run import LoadedRun
+from miam_cli.runs.loaded import LoadedRun
 from miam_cli.evaluate.subsets import SubsetSpec, subset_specs
 from miam_cli.predict.species import resolve_species
 from miam_cli.predict.tables import FORMATS, SUFFIX, TableWriter, glc_rows, read_table, species_columns, top_k_columns
 from miam_cli.store.compat import check_same_modalities
 from miam_cli.store.reader import TokenStore
+from miam_cli.shards import Shard, complete_shard_files, contiguous, is_partial, shard_name
 from miam_cli.store.schema import PREDICT_SPLIT
-from miam_cli.store.writer import complete_shard_files
 
 DEFAULT_TOP_K = {"parquet": 10, "csv": 10, "glc": 25}
 
@@ -50,7 +50,7 @@ class PredictRequest:
 
     @property
     def sharded(self) -> bool:
-        return self.shard is not None and self.shard[1] > 1
+        return is_partial(self.shard)
 
 
 @dataclass
@@ -76,11 +76,15 @@ class PredictResult:
 
 def default_output(run: LoadedRun, store: TokenStore, req: PredictRequest) -> Path:
     stem = f"{store.path.name}-{req.split}" + ("-glc" if req.format == "glc" else "")
-    return run.path / "predict" / f"{stem}{SUFFIX[req.format]}"
+    return run.rundir.predict_dir / f"{stem}{SUFFIX[req.format]}"
 
 
-def shard_path(out: Path, shard: tuple[int, int]) -> Path:
-    return out.parent / f"{out.name}.shards" / f"{out.stem}-{shard[0]:03d}-of-{shard[1]:03d}{out.suffix}"
+def shard_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}.shards"
+
+
+def shard_path(out: Path, shard: Shard) -> Path:
+    return shard_dir(out) / shard_name(out.stem, shard, out.suffix)
 
 
 def run_predict(run: LoadedRun, req: PredictRequest, device="cpu", progress: Callable[[int, int], None] | None = None) -> PredictResult:
@@ -100,7 +104,7 @@ def run_predict(run: LoadedRun, req: PredictRequest, device="cpu", progress: Cal
         return _merge(result, req)
     data = load_split(store, req.split, run.layout.names, req.max_bytes)
     result.streamed = isinstance(data, StoreBatches)
-    rows = _shard_rows(len(data), req.shard) if req.sharded else None
+    rows = _rows(contiguous(len(data), req.shard)) if req.sharded else None
     path = shard_path(out, req.shard) if req.sharded else out
     writer = TableWriter(path, "csv" if req.format == "glc" else req.format)
     try:
@@ -124,9 +128,8 @@ def prediction_store(run: LoadedRun, path: Path | None) -> TokenStore:
     return store.with_statistics_of(run.store.meta)
 
 
-def _shard_rows(n: int, shard: tuple[int, int]) -> torch.Tensor:
-    i, k = shard
-    return torch.arange(n * i // k, n * (i + 1) // k)
+def _rows(rows: range) -> torch.Tensor:
+    return torch.arange(rows.start, rows.stop)
 
 
 def class_ids(run: LoadedRun) -> np.ndarray:
@@ -168,7 +171,7 @@ def _columns(run: LoadedRun, specs, species, top_k, req: PredictRequest) -> list
 
 def _merge(result: PredictResult, req: PredictRequest) -> PredictResult:
     out = result.path
-    files = complete_shard_files(out.parent / f"{out.name}.shards", f"{out.stem}-*-of-*{out.suffix}", "predict")
+    files = complete_shard_files(shard_dir(out), out.stem, out.suffix, "predict")
     writer = TableWriter(out, "csv" if req.format == "glc" else req.format)
     try:
         for f in files:

@@ -4,7 +4,7 @@
   with `store.json` (row count, split counts, label range), every array exists with the shape
   `store.json` gives it, and, in checksummed stores, every chunk file exists. zarr reads a missing
   chunk as its fill value, so without this a deleted chunk would train as zeros marked valid.
-- `verify_store` (`miam store verify`): all of the above, the tables' SHA-256 against `store.json`,
+- `verify_store` (`miam store verify`, in `store/verify.py`): all of the above, the tables' SHA-256 against `store.json`,
   and every chunk of every array read back, so that the crc32c checksum of each is checked.
 
 Checksums (zarr's `crc32c` codec on every chunk, page checksums in the Parquet tables, digests of the
@@ -16,7 +16,6 @@ absent (zarr did not write empty chunks), so for them only shapes and tables are
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,80 +112,8 @@ def _array_problems(store, first_only: bool) -> list[str]:
     return problems
 
 
-@dataclass
-class VerifyReport:
-    store: Path
-    version: int
-    checksummed: bool
-    chunks: int = 0
-    files: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify_store(path: Path, progress=None) -> VerifyReport:
-    """Every check there is: structure, table digests, and every chunk read back (checksums checked).
-
-    Problems are collected, not raised, so that the report lists them all; the CLI exits 2 on any."""
-    from miam_cli.store.reader import TokenStore
-
-    store = TokenStore(path)
-    report = VerifyReport(Path(path), store.meta.version, store.meta.version >= CHECKSUMMED_SINCE)
-    try:
-        report.problems += structure_problems(store)
-    except UserError as e:  # a table that cannot be read at all
-        report.problems.append(str(e))
-        return report
-    for name, digest in store.meta.files.items():
-        f = Path(path) / name
-        report.files += 1
-        if not f.is_file():
-            report.problems.append(f"{f}: missing")
-        elif file_digest(f) != digest:
-            report.problems.append(f"{f}: content differs from the digest in store.json (damaged or replaced)")
-    _read_every_chunk(store, report, progress)
-    return report
-
-
-def _read_every_chunk(store, report: VerifyReport, progress=None) -> None:
-    import zarr
-
-    zdir = store.path / "tokens.zarr"
-    try:
-        root = zarr.open_group(zdir, mode="r")
-    except Exception:
-        return  # already reported by the structure check
-    total = sum(root[f"{m}/{k}"].cdata_shape[0] for m in store.meta.modalities for k in ARRAYS if f"{m}/{k}" in root)
-    for m in store.meta.modalities:
-        for key in ARRAYS:
-            if f"{m}/{key}" not in root:
-                continue
-            array = root[f"{m}/{key}"]
-            for i, f in enumerate(chunk_files(array, zdir / m / key)):
-                report.chunks += 1
-                problem = _chunk_problem(array, i, f, key, report.checksummed)
-                if problem:
-                    report.problems.append(problem)
-                if progress:
-                    progress(report.chunks, total)
-
-
-def _chunk_problem(array, i: int, f: Path, key: str, checksummed: bool) -> str | None:
-    if checksummed and not f.is_file():
-        return None  # reported by the structure check
-    try:
-        block = np.asarray(array.get_block_selection((i,)))
-    except Exception as e:
-        return f"{f}: unreadable chunk ({_reason(e)})"
-    if key == "values" and not np.isfinite(block).all():
-        return f"{f}: non-finite values (miam writes missing tokens as 0, so this chunk is damaged)"
-    return None
-
-
-def _reason(e: Exception) -> str:
+def read_failure(e: Exception) -> str:
+    """Why a chunk could not be read, in two words (the checksum, or the exception's type)."""
     text = str(e)
     if "checksum" in text.lower():
         return "checksum mismatch"
@@ -201,5 +128,5 @@ def first_bad_chunk(array, array_dir: Path, rows: np.ndarray) -> str:
         try:
             array.get_block_selection((int(i),))
         except Exception as e:
-            return f"{f}: unreadable chunk ({_reason(e)})"
+            return f"{f}: unreadable chunk ({read_failure(e)})"
     return f"{array_dir}: unreadable"

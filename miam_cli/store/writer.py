@@ -34,6 +34,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from miam_cli import __version__
 from miam_cli.errors import UserError
 from miam_cli.files import writable_folder
+from miam_cli.shards import Shard, owned
 from miam_cli.store.atomic import atomic_write, atomic_write_json
 from miam_cli.store.integrity import DIGESTED_FILES, file_digest
 from miam_cli.store.labels import split_label_counts
@@ -73,34 +74,6 @@ class StorePlan:
         h.update(json.dumps({m: s.model_dump() for m, s in self.modalities.items()}, sort_keys=True).encode())
         h.update(json.dumps(self.task.model_dump(), sort_keys=True).encode())
         return h.hexdigest()[:16]
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """`I/N` with 0 <= I < N (shards count from 0, like `SLURM_ARRAY_TASK_ID` with `--array=0-(N-1)`)."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
-    if n < 1 or not 0 <= i < n:
-        raise UserError(f"--shard {text!r}: need 0 <= I < N (shards are numbered from 0)")
-    return i, n
-
-
-def complete_shard_files(folder: Path, pattern: str, command: str) -> list[Path]:
-    """Every shard file (`...-III-of-NNN.ext`) matching `pattern` in `folder`, sorted; refused (exit 2) when there
-    is none, when they come from different shard counts, or when some shard has not written its file."""
-    files = sorted(Path(folder).glob(pattern))
-    if not files:
-        raise UserError(f"{folder}: no shard files ({pattern}); run {command} --shard I/N first")
-    counts = {f.name.rsplit("-of-", 1)[1].split(".")[0] for f in files}
-    if len(counts) != 1:
-        raise UserError(f"shard files of different shard counts in {folder} ({pattern}): remove the stale ones")
-    expected = int(counts.pop())
-    if len(files) != expected:
-        raise UserError(f"{len(files)} of {expected} shard files present in {folder} ({pattern}); run the missing shards first")
-    return files
 
 
 class StoreWriter:
@@ -169,9 +142,8 @@ class StoreWriter:
     def _marker(self, chunk: int) -> Path:
         return self.path / PROGRESS_DIR / f"chunk-{chunk:06d}.json"
 
-    def pending_chunks(self, shard: tuple[int, int] = (0, 1)) -> list[int]:
-        i, n = shard
-        return [c for c in range(self.num_chunks) if c % n == i and not self._marker(c).exists()]
+    def pending_chunks(self, shard: Shard = (0, 1)) -> list[int]:
+        return [c for c in owned(self.num_chunks, shard) if not self._marker(c).exists()]
 
     def all_done(self) -> bool:
         return all(self._marker(c).exists() for c in range(self.num_chunks))
@@ -182,7 +154,7 @@ class StoreWriter:
         return sum(len(json.loads(self._marker(c).read_text())["faults"]) for c in done)
 
     @contextmanager
-    def shard_lock(self, shard: tuple[int, int]):
+    def shard_lock(self, shard: Shard):
         """Hold `_progress/shard-I-of-N.lock` while this shard runs: a second prepare of the same shard
         into the same store is refused instead of racing the first (shards still run side by side)."""
         path = self.path / PROGRESS_DIR / f"shard-{shard[0]}-of-{shard[1]}.lock"

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from miam_cli.errors import UserError
+from miam_cli.runs.rundir import RunDir
 from miam_cli.store.atomic import atomic_write
 
 
@@ -144,7 +145,7 @@ def load_model(run_dir: Path, which: str = "best", map_location="cpu"):
     """Rebuild the model of a run from its checkpoint (`best` or `last`)."""
     from miam_cli.model.transformer import MiamModel
 
-    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    path = RunDir(run_dir).checkpoint(which)
     ckpt = load_checkpoint(path, map_location)
     missing = [k for k in MODEL_KEYS if k not in ckpt]
     if missing:

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from miam_cli.evaluate.metrics import _np, _scores_2d, primary_metric, tie_groups
+from miam_cli.scoring.metrics import _np, _scores_2d, primary_metric, tie_groups
 
 # Columns processed at once: bounds memory for many classes (about ten [N, 256] float64 arrays).
 _BLOCK = 256

@@ -1,4 +1,6 @@
-"""Which torch device a device name means on this machine."""
+"""Devices: which torch device a name means on this machine, and the precision a model runs in there.
+
+Every command that runs a model (train, eval-subsets, attribute, predict, map) goes through these two."""
 
 from __future__ import annotations
 
@@ -24,3 +26,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def autocast(device, enabled: bool = True):
+    """bfloat16 autocast on a GPU (unless `enabled` is False: `train.amp: false`), nothing on the CPU,
+    where runs are exact and deterministic."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
