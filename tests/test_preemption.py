@@ -182,12 +182,12 @@ def test_a_stop_signal_anywhere_in_the_demo_exits_75_with_one_line(cli, monkeypa
 def test_the_demo_continues_a_run_it_stopped_instead_of_reusing_it(tmp_path):
     """A demo stopped after epoch 1 of 2 left best.pt and metrics.csv: run again, it trains epoch 2
     (before: it took the half-trained run as finished)."""
-    from miam_cli.engine.checkpoint import load_checkpoint
+    from miam_cli.runs.checkpoint import load_checkpoint
     from miam_cli.pipeline.demo import _train_once
 
     store = make_token_store(tmp_path / "store", n=120)
     recipe = {"store": str(store), "model": {"d_model": 8, "depth": 1, "heads": 2}, "train": {"epochs": 1, "batch_size": 32}}
-    run = train(validate_recipe(recipe), tmp_path / "run", log=lambda *_: None)  # as a demo stopped after epoch 1 leaves it
+    run = train(validate_recipe(recipe), tmp_path / "run", log=lambda *_: None).run_dir  # as a demo stopped after epoch 1 leaves it
     logged = []
     _train_once(validate_recipe({**recipe, "train": {**recipe["train"], "epochs": 2}}), run, logged.append, None)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["epoch"] == 2
