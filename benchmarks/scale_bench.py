@@ -165,15 +165,17 @@ def main() -> None:
           f"{rates['in_memory']:.0f} samples/s from memory after a {rates['load_s']:.1f} s load of the train split; "
           f"the trainer consumes {trainer:.1f} samples/s: streamed / consumed = {rates['streamed'] / trainer:.1f}x "
           f"({'keeps up' if rates['streamed'] > trainer else 'DOES NOT keep up'})")
+    sizes_here, sizes_paper = split_bytes(store, 1.0), split_bytes(store, scale)
     print(f"\n{'stage':<13} | {'wall s':>8} | {'peak GiB':>8} | at ~{PAPER_SURVEYS:,} surveys, {PAPER_SPECIES:,} species")
     for name, s in stages.items():
         extra = metric_calls.get(name, 0) * (metric_paper - scale * metric_here)  # the classes' share of the metric
         wall = s["wall"] * scale + max(0.0, extra)
-        memory = s["peak"] + held_bytes(store_meta, STAGE_SPLITS.get(name, ()), scale) - held_bytes(store_meta, STAGE_SPLITS.get(name, ()), 1.0)
+        splits = STAGE_SPLITS.get(name, ())
+        memory = s["peak"] + held_bytes(sizes_paper, splits) - held_bytes(sizes_here, splits)
         print(f"{name:<13} | {s['wall']:>8.0f} | {s['peak'] / 2**30:>8.2f} | {_hms(wall):>8}, {memory / 2**30:5.1f} GiB")
     print(f"\nextrapolation: wall x {scale:.1f} (every survey is decoded, trained on and evaluated alike) plus the metric's "
           f"growth with the classes (measured above); memory: the splits a stage holds in memory (<= 4 GB each, else "
-          f"streamed) swapped for those at the paper's size ({held_note(store_meta, scale)}); prepare's stays flat (it writes "
+          f"streamed) swapped for those at the paper's size ({held_note(sizes_paper)}); prepare's stays flat (it writes "
           f"chunk by chunk). Load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} after")
 
 
@@ -181,20 +183,24 @@ STAGE_SPLITS = {"train": ("train", "val"), "eval-subsets": ("test",), "attribute
 HOLD_LIMIT = 4 << 30  # train.max_memory_gb's default, and LoadedRun.split's
 
 
-def held_bytes(store_meta: dict, splits, scale: float) -> float:
-    """Bytes of the splits held in memory (each within HOLD_LIMIT) at `scale` times this store's surveys."""
-    per_sample = sum(m["tokens"] * (m["features"] * 4 + 1) for m in store_meta["modalities"].values())
-    sizes = [store_meta["splits"].get(split, 0) * scale * per_sample for split in splits]
-    return sum(b for b in sizes if b <= HOLD_LIMIT)
+def split_bytes(store: Path, scale: float) -> dict[str, float]:
+    """Each split's in-memory size at `scale` times this store's surveys, by the estimate `load_split`
+    itself uses to decide between holding and streaming (`miam_cli.data.batch.estimated_bytes`)."""
+    from miam_cli.data.batch import estimated_bytes
+    from miam_cli.store.reader import TokenStore
+
+    ts = TokenStore(store)
+    return {split: estimated_bytes(ts, split) * scale for split in ("train", "val", "test")}
 
 
-def held_note(store_meta: dict, scale: float) -> str:
-    per_sample = sum(m["tokens"] * (m["features"] * 4 + 1) for m in store_meta["modalities"].values())
-    parts = []
-    for split in ("train", "val", "test"):
-        there = store_meta["splits"].get(split, 0) * scale * per_sample
-        parts.append(f"{split} {there / 2**30:.1f} GiB: {'held' if there <= HOLD_LIMIT else 'streamed'}")
-    return "at the paper's size " + ", ".join(parts)
+def held_bytes(sizes: dict[str, float], splits) -> float:
+    """Bytes of the `splits` held in memory (each within HOLD_LIMIT; a larger one is streamed)."""
+    return sum(sizes[split] for split in splits if sizes[split] <= HOLD_LIMIT)
+
+
+def held_note(sizes: dict[str, float]) -> str:
+    return "at the paper's size " + ", ".join(
+        f"{split} {b / 2**30:.1f} GiB: {'held' if b <= HOLD_LIMIT else 'streamed'}" for split, b in sizes.items())
 
 
 def metric_seconds(n: int, classes: int) -> float:
