@@ -55,7 +55,7 @@ class PixelTokens:
             raw, ok, _ = built[m].source.read(range(len(lon)), ctx.ids, m)
             raw, ok, _ = finite_tokens(raw.astype(np.float32), ok)
             # through the store's dtype and normalisation, exactly as a prepared point is read back
-            v = self.store.normalize(m, raw.astype(spec.dtype).astype(np.float32))
+            v = self.store.normalize(m, raw.astype(spec.dtype).astype(np.float32), in_place=True)  # a fresh copy: ours
             v[~ok] = 0.0
             values[m], valid[m] = v, ok
         return values, valid
