@@ -17,6 +17,7 @@ from typing import Callable
 from miam_cli import __version__
 from miam_cli.data.confine import Confinement
 from miam_cli.errors import UserError
+from miam_cli.heap import return_large_blocks
 from miam_cli.runs.loaded import LoadedRun
 from miam_cli.maps.grid import Grid, grid_from_spec
 from miam_cli.maps.output import TileParts
@@ -73,6 +74,7 @@ class MapResult:
 
 def run_map(run: LoadedRun, req: MapRequest, device="cpu", progress: Callable[[int, int], None] | None = None,
             log: Callable[[str], None] = lambda _m: None) -> MapResult:
+    return_large_blocks()  # flat memory over the tiles: see miam_cli/heap.py
     spec_path = Path(req.spec)
     spec = load_map_spec(spec_path)
     inputs = map_inputs(spec, spec_path, run.store.meta.provenance)
