@@ -46,6 +46,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line on stderr and exit 2, never a traceback; known runtime
     failures exit 1 with one line; anything unexpected exits 1 with one line and the traceback in a log
@@ -76,10 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     except Stopped as e:  # a stop signal in a command that continues when run again
         err.print(f"[yellow]stopped:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
-    except typer.Abort as e:  # click's wrapping of an EOFError raised inside a command
+    except typer.Abort as e:  # click's wrapping of an EOFError or a Ctrl-C raised inside a command
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            _interrupted(command_name(typer.main.get_command(app), args), err)
         report_unexpected(command_name(typer.main.get_command(app), args), args, e.__cause__ or e, err)
         sys.exit(1)
+    except KeyboardInterrupt:  # a Ctrl-C outside click's own handling (while the command line is parsed)
+        _interrupted(command_name(typer.main.get_command(app), args), err)
     except Exception as e:
         report_unexpected(command_name(typer.main.get_command(app), args), args, e, err)
         sys.exit(1)
+    if code == INTERRUPTED_EXIT_CODE:  # typer >= 0.13 turns a Ctrl-C inside a command into this code, silently
+        _interrupted(command_name(typer.main.get_command(app), args), err)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(command: str, err) -> None:
+    """Ctrl-C is the user's choice, not a crash: one line, no log file, the shell's exit code for SIGINT."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]interrupted:[/] {escape(command)} (Ctrl-C)", highlight=False)
+    sys.exit(INTERRUPTED_EXIT_CODE)
