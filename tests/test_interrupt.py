@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 
 def test_ctrl_c_inside_a_command_exits_130_with_one_line(tmp_path):
