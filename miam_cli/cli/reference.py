@@ -11,7 +11,7 @@ HEADER = """# `miam` command reference
 
 Generated from the code by `python -m miam_cli.cli.reference > docs/cli.md`; a test fails when it is stale.
 Results go to stdout (a table, or one JSON document with `--json`); logs and progress to stderr.
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input, 75 training preempted (resume with `--resume`).
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input, 75 training preempted (resume with `--resume`), 130 interrupted with Ctrl-C.
 """
 
 
