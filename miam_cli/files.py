@@ -77,3 +77,18 @@ def writable_folder(path: Path, what: str) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"{path}: the {what} is not writable (read-only)")
     return path
+
+
+UNFINISHED = ".miam-unfinished"  # in a folder a generator (`miam synth`) is still writing: removed when it is complete
+
+
+def refuse_unfinished(folder: Path) -> None:
+    """A `miam synth` output that was interrupted is refused (its files are partial), naming the generator to rerun."""
+    marker = Path(folder) / UNFINISHED
+    if marker.is_file():
+        try:
+            generator = marker.read_text(encoding="utf-8").strip() or "miam synth"
+        except (OSError, UnicodeDecodeError):
+            generator = "miam synth"
+        raise UserError(f"{folder}: an unfinished `{generator}` output (it was interrupted; {UNFINISHED} is there): "
+                        f"run `{generator}` into it again")

@@ -5,14 +5,20 @@ glibc serves a block of at least M_MMAP_THRESHOLD bytes with its own mmap, unmap
 ones come from the heap, which keeps freed space for reuse. The threshold starts at 128 KiB but rises
 to the size of every mmapped block freed, up to 32 MiB: after the first map tile, the tile's arrays
 and tensors (MiBs each, of sizes that vary with the tile) all land on the heap, and the heap fragments.
-Measured on a 160,000-pixel map of 16 tiles (`benchmarks/map_bench.py`'s smaller model): resident
-memory climbed from 523 to 782 MB, tile by tile, and identical runs peaked anywhere from 540 to 812
-MB; everything above ~420 MB between tiles was freed memory that `malloc_trim` handed back. With the
-threshold fixed at 1 MiB (fixing it also stops the rise), the same map peaked at 502-516 MB.
+Measured on a 160,000-pixel map of 16 tiles (`benchmarks/map_bench.py`'s model and landscape):
+resident memory climbed tile by tile (523 to 782 MB in one run) and identical runs peaked anywhere
+from 540 to 826 MB; between tiles, everything above ~420 MB was freed memory that `malloc_trim`
+handed back (trimming after each tile still left peaks of 576-716 MB). Fixing the threshold (which
+also stops it rising) made the peaks flat:
 
-A fixed threshold costs one mmap and fresh zeroed pages per large block; a tile allocates few of
-them beside the model's arithmetic. Elsewhere than glibc (macOS, musl) this does nothing, nor where the
-user chose a threshold with glibc's own `MALLOC_MMAP_THRESHOLD_`.
+    threshold   peak of 2-4 runs   system time (page faults of fresh blocks)
+    dynamic     561-826 MB         3-6 s
+    4 MiB       545-565 MB         ~9 s
+    1 MiB       502-519 MB         15-18 s
+
+(the map itself took 16-20 s). 4 MiB keeps the peak flat for about a fifth more time; a smaller
+threshold buys little memory for much more. Elsewhere than glibc (macOS, musl) this does nothing, nor
+where the user chose a threshold with glibc's own `MALLOC_MMAP_THRESHOLD_`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import functools
 import os
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-LARGE_BLOCK = 1 << 20
+LARGE_BLOCK = 4 << 20
 
 
 @functools.cache

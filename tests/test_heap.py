@@ -22,12 +22,12 @@ def anon_mib():
         if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
 keep = []
-np.ones(3 << 20, np.uint8)  # freed at once: glibc's own threshold rises to 3 MiB (unless fixed)
+np.ones(12 << 20, np.uint8)  # freed at once: glibc's own threshold rises to 12 MiB (unless fixed)
 base = anon_mib()
 for _tile in range(3):
     blocks = []
-    for i in range(60):
-        blocks.append(np.ones((2 << 20) + 4096 * i, np.uint8))
+    for i in range(30):
+        blocks.append(np.ones((5 << 20) + 4096 * i, np.uint8))
         keep.append(bytearray(512))
     del blocks
 print(anon_mib() - base)
@@ -41,7 +41,7 @@ def _retained_mib(fixed: bool) -> float:
 
 
 def test_freed_large_blocks_are_returned_with_the_fixed_threshold_and_retained_without():
-    # without: ~60 blocks of 2-2.2 MiB (about 130 MiB) stay resident on the heap after they are freed
+    # without: 30 blocks of 5-5.1 MiB (about 150 MiB) stay resident on the heap after they are freed
     assert _retained_mib(fixed=False) > 100
     assert _retained_mib(fixed=True) < 10
 

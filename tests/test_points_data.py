@@ -296,3 +296,29 @@ def test_synth_points_is_deterministic_and_refuses_foreign_folders(raw, tmp_path
     with pytest.raises(UserError, match="not empty"):
         synth_points(tmp_path / "mine", points=100)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_interrupted_synth_is_refused_by_prepare_and_replaced_by_a_rerun(raw, tmp_path, monkeypatch, cli):
+    import miam_cli.synth.points as points_module
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt  # Ctrl-C after the rasters, points.csv and spec.yaml are written
+
+    out = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        m.setattr(points_module, "recipe", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            synth_points(out, points=600, seed=3)
+    assert (out / "spec.yaml").exists() and not (out / "truth.json").exists()
+    code, _, err = cli("prepare", "custom", out / "spec.yaml", tmp_path / "store")
+    assert code == 2 and "unfinished `miam synth points` output" in err and str(out) in err
+    assert not (tmp_path / "store").exists()
+    synth_points(out, points=600, seed=3)  # the same generator recognises its own partial output and replaces it
+    assert not (out / ".miam-unfinished").exists()
+    for name in ("points.csv", "spec.yaml", "truth.json", "rasters/temperature.tif"):
+        assert (out / name).read_bytes() == (raw / name).read_bytes(), name
+    plan_custom(load_spec(out / "spec.yaml"), out / "spec.yaml")  # no longer refused
+    (out / "truth.json").unlink()
+    (out / ".miam-unfinished").write_text("miam synth geoplant\n")  # another generator's partial output is not ours
+    with pytest.raises(Exception, match="holds no earlier `miam synth points` output"):
+        synth_points(out, points=100)

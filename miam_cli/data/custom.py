@@ -40,6 +40,7 @@ from miam_cli.data.dataset_spec import (
 from miam_cli.data.dataset_spec import format_spec_errors, load_spec, load_yaml_model  # noqa: F401 (callers import them from here)
 from miam_cli.data.split import assign_blocks, block_of_points
 from miam_cli.errors import UserError
+from miam_cli.files import refuse_unfinished
 from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
@@ -627,6 +628,8 @@ def plan_custom(spec: DatasetSpec, spec_path: Path | str, like: Path | str | Non
 
     spec_path = Path(spec_path)
     root = spec_root(spec, spec_path)
+    for folder in {spec_path.parent, root}:
+        refuse_unfinished(folder)
     like_store = open_like(like)
     try:
         like_classes = like_store.classes["original_id"].astype(str).tolist() if like_store else None

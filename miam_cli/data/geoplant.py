@@ -28,6 +28,7 @@ from miam_cli.data.confine import SAFE_ID, Confinement
 from miam_cli.data.like import adopt_like, open_like
 from miam_cli.data.split import spatial_block_split, split_from_data
 from miam_cli.errors import UserError
+from miam_cli.files import refuse_unfinished
 from miam_cli.store.schema import PREDICT_SPLIT, ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
@@ -372,6 +373,7 @@ def plan_geoplant(raw: Path, opts: GeoPlantOptions) -> tuple[StorePlan, R.Source
     raw = Path(raw)
     if not raw.is_dir():
         raise UserError(f"{raw}: no such directory")
+    refuse_unfinished(raw)
     layout = detect_layout(raw) if opts.layout == "auto" else opts.layout
     if layout not in METADATA_NAMES:
         raise UserError(f"--layout {opts.layout!r}: expected auto, glc24 or glc25")

@@ -28,6 +28,7 @@ import pandas as pd
 from miam_cli.data import readers as R
 from miam_cli.data.confine import SAFE_ID, Confinement
 from miam_cli.errors import UserError
+from miam_cli.files import refuse_unfinished
 from miam_cli.store.schema import ModalitySpec, TaskSpec
 from miam_cli.store.writer import StorePlan
 
@@ -212,6 +213,7 @@ def plan_taxabench(raw: Path, opts: TaxaBenchOptions) -> tuple[StorePlan, R.Sour
     raw = Path(raw)
     if not raw.is_dir():
         raise UserError(f"{raw}: no such directory")
+    refuse_unfinished(raw)
     if opts.min_per_class < 1:
         raise UserError(f"--min-per-class {opts.min_per_class}: must be >= 1")
     reason = Confinement.at(raw, opts.allow_outside_root).why_not(raw / OBSERVATIONS_FILE)

@@ -53,7 +53,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +64,7 @@ import torch
 from PIL import Image
 
 from miam_cli.errors import UserError
+from miam_cli.synth.output import claim_output_dir, finish_output_dir
 
 __all__ = [
     "DEFAULT_SURVEYS",
@@ -617,31 +617,6 @@ def _check_args(surveys: int, species: int, test_fraction: float, event_year: in
         )
 
 
-def _prepare_dir(raw_dir: Path) -> None:
-    if raw_dir.exists() and not raw_dir.is_dir():
-        raise UserError(f"{raw_dir} exists and is not a folder")
-    if raw_dir.is_dir() and any(raw_dir.iterdir()):
-        truth = raw_dir / "truth.json"
-        ours = False
-        if truth.is_file():
-            try:
-                ours = json.loads(truth.read_text()).get("generator") == GENERATOR_NAME
-            except (OSError, ValueError):
-                ours = False
-        if not ours:
-            raise UserError(
-                f"{raw_dir} is not empty and does not hold an earlier `{GENERATOR_NAME}` output "
-                "(no truth.json from it); choose an empty or new folder"
-            )
-        for name in _TOP_LEVEL_OUTPUTS:  # replace an earlier synthetic dataset, touch nothing else
-            p = raw_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    raw_dir.mkdir(parents=True, exist_ok=True)
-
-
 @dataclass
 class _Surveys:
     """Every survey's draws, indexed in generation order; `split_idx` lists each split's surveys by id."""
@@ -688,12 +663,13 @@ def synth_geoplant(
     if version not in GENERATOR_VERSIONS:
         raise UserError(f"--version must be one of {', '.join(map(str, GENERATOR_VERSIONS))}, got {version!r}")
     gen = GENERATOR_VERSIONS[version]
-    _prepare_dir(raw_dir)
+    claim_output_dir(raw_dir, GENERATOR_NAME, _TOP_LEVEL_OUTPUTS)
     world = _World(seed, int(species), gen)
     s = _draw_surveys(world, seed, int(surveys), test_fraction)
     empty_surveys = _write_tables(raw_dir, world, s, _tabular_values(world, seed, s))
     nbytes = _write_survey_files(raw_dir, seed, s, event_year, gen.background_sd, workers, progress)
     _write_truth(raw_dir, world, seed, event_year, s, empty_surveys)
+    finish_output_dir(raw_dir)
     return {
         "raw_dir": str(raw_dir),
         "layout": "glc24",

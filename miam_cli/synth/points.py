@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from miam_cli.errors import UserError
-from miam_cli.synth.output import claim_output_dir
+from miam_cli.synth.output import claim_output_dir, finish_output_dir
 
 GENERATOR_NAME = "miam synth points"
 DEFAULT_POINTS = 3000
@@ -86,6 +86,7 @@ def synth_points(raw_dir: Path | str, points: int = DEFAULT_POINTS, seed: int = 
     (raw / "map.yaml").write_text(yaml.safe_dump(map_spec(), sort_keys=False))
     truth = _truth(seed, table, eta)
     (raw / "truth.json").write_text(json.dumps(truth, indent=2))
+    finish_output_dir(raw)
     if progress:
         progress(len(COVARIATES) + 1, len(COVARIATES) + 1)
     return truth

@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 
 from miam_cli.errors import UserError
-from miam_cli.synth.output import claim_output_dir
+from miam_cli.synth.output import claim_output_dir, finish_output_dir
 
 GENERATOR_NAME = "miam synth taxabench"
 DEFAULT_OBSERVATIONS = 600
@@ -311,6 +311,7 @@ def synth_taxabench(raw_dir: Path | str, observations: int = DEFAULT_OBSERVATION
     torch.save(_embeddings(seed, obs, species), raw / "embeddings.pt")
     truth = _truth(seed, world, sp, obs, suffixes)
     (raw / "truth.json").write_text(json.dumps(truth, indent=2))
+    finish_output_dir(raw)
     return truth
 
 
