@@ -99,6 +99,18 @@ def test_train_refuses_to_overwrite_a_run(store, tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_training_refused_for_a_bad_store_does_not_block_the_corrected_command(store, tmp_path, cli):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"store": str(tmp_path / "not-a-store"), "train": {"epochs": 1, "batch_size": 128},
+                                      "model": {"d_model": 16}}))
+    (tmp_path / "not-a-store").mkdir()
+    code, _, err = cli("train", recipe, "--out", tmp_path / "run")
+    assert code == 2 and "not a token store" in err
+    code, _, err = cli("train", recipe, f"store={store}", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
 def test_validate_lists_every_error(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"store": "x", "masking": {"strategy": "miamm", "kapa": 2}, "train": {"epochs": 0}}))

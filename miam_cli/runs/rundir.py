@@ -58,7 +58,7 @@ class RunDir:
         path = Path(out) if out is not None else default_run_path(recipe)
         if path.exists() and not path.is_dir():
             raise UserError(f"{path}: is a file, not a run directory (--out names a folder)")
-        if path.exists() and any(path.iterdir()) and not resume:
+        if path.exists() and _holds_files(path) and not resume:
             raise UserError(f"{path} already holds a run; pass --resume to continue it or --out for a new one")
         if resume and not cls(path).exists() and out is None:
             raise UserError("--resume needs --out RUN_DIR (the run to continue)")
@@ -82,6 +82,12 @@ class RunDir:
         for r in rows:
             writer.writerow({k: r.get(k, "") for k in keys})
         atomic_write_text(self.path / name, buf.getvalue())
+
+
+def _holds_files(path: Path) -> bool:
+    """Anything but empty folders: a training that failed on its first check (a store that is not one)
+    leaves `checkpoints/` behind, which must not block the corrected command."""
+    return any(not p.is_dir() for p in path.rglob("*"))
 
 
 def run_recipe(run_dir: Path) -> dict:
