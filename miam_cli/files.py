@@ -82,13 +82,20 @@ def writable_folder(path: Path, what: str) -> Path:
 UNFINISHED = ".miam-unfinished"  # in a folder a generator (`miam synth`) is still writing: removed when it is complete
 
 
+def unfinished_generator(folder: Path) -> str | None:
+    """The generator whose output in `folder` is unfinished (named in its marker), else None."""
+    marker = Path(folder) / UNFINISHED
+    if not marker.is_file():
+        return None
+    try:
+        return marker.read_text(encoding="utf-8").strip() or "miam synth"
+    except (OSError, UnicodeDecodeError):  # a marker that cannot be read still marks the folder
+        return "miam synth"
+
+
 def refuse_unfinished(folder: Path) -> None:
     """A `miam synth` output that was interrupted is refused (its files are partial), naming the generator to rerun."""
-    marker = Path(folder) / UNFINISHED
-    if marker.is_file():
-        try:
-            generator = marker.read_text(encoding="utf-8").strip() or "miam synth"
-        except (OSError, UnicodeDecodeError):
-            generator = "miam synth"
+    generator = unfinished_generator(folder)
+    if generator is not None:
         raise UserError(f"{folder}: an unfinished `{generator}` output (it was interrupted; {UNFINISHED} is there): "
                         f"run `{generator}` into it again")

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     click = click_module()
 
     args = list(sys.argv[1:] if argv is None else argv)
+
+    def command() -> str:  # `miam prepare geoplant`: the command the messages name
+        return command_name(typer.main.get_command(app), args)
+
     try:
         code = app(args=args, prog_name="miam", standalone_mode=False)
     except click.exceptions.ClickException as e:  # bad usage: click's own message (exit 2)
@@ -81,16 +85,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except typer.Abort as e:  # click's wrapping of an EOFError or a Ctrl-C raised inside a command
         if isinstance(e.__cause__, KeyboardInterrupt):
-            _interrupted(command_name(typer.main.get_command(app), args), err)
-        report_unexpected(command_name(typer.main.get_command(app), args), args, e.__cause__ or e, err)
+            _interrupted(command(), err)
+        report_unexpected(command(), args, e.__cause__ or e, err)
         sys.exit(1)
     except KeyboardInterrupt:  # a Ctrl-C outside click's own handling (while the command line is parsed)
-        _interrupted(command_name(typer.main.get_command(app), args), err)
+        _interrupted(command(), err)
     except Exception as e:
-        report_unexpected(command_name(typer.main.get_command(app), args), args, e, err)
+        report_unexpected(command(), args, e, err)
         sys.exit(1)
     if code == INTERRUPTED_EXIT_CODE:  # typer >= 0.13 turns a Ctrl-C inside a command into this code, silently
-        _interrupted(command_name(typer.main.get_command(app), args), err)
+        _interrupted(command(), err)
     sys.exit(code if isinstance(code, int) else 0)
 
 

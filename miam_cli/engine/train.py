@@ -494,7 +494,7 @@ def train(recipe: Recipe, out: Path | None = None, resume: bool = False, progres
         dist.barrier(trainer.env)  # every rank returns once rank 0 has written the last epoch's files
         return TrainResult(run.path, trainer.final_metrics())
     except OSError as e:  # a full disk, a folder made read-only: the run dir is as the last commit left it
-        again = (f"`{resume_command(run.path)}`" if run is not None and (run.path / "recipe.yaml").is_file()
+        again = (f"`{resume_command(run.path)}`" if run is not None and run.recipe_file.is_file()
                  else "the same `miam train` command with --resume")
         raise RuntimeFailure(f"{describe_os_error(e)}; training stopped. The run keeps its last committed epoch: "
                              f"fix the cause, then continue with {again}") from None

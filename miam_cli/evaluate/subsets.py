@@ -78,8 +78,9 @@ def eval_subsets(run: LoadedRun, specs: list[SubsetSpec], split: str = "test", b
         if progress:
             progress(k + 1, len(specs))
     # explicit columns: a shard may get no subset (more shards than subsets) and still writes a readable table
-    table = pd.DataFrame(rows, columns=table_columns(run_metrics(run).names))
-    table.attrs["metrics"] = run_metrics(run).describe()
+    reported = run_metrics(run)
+    table = pd.DataFrame(rows, columns=table_columns(reported.names))
+    table.attrs["metrics"] = reported.describe()
     return table
 
 

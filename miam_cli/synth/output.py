@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from miam_cli.errors import UserError
-from miam_cli.files import UNFINISHED, writable_folder
+from miam_cli.files import UNFINISHED, unfinished_generator, writable_folder
 
 
 def claim_output_dir(raw: Path, generator: str, outputs: tuple[str, ...]) -> None:
@@ -39,11 +39,8 @@ def finish_output_dir(raw: Path) -> None:
 
 
 def _generator_of(raw: Path) -> str | None:
+    """The generator of an earlier output in `raw`: its truth.json's, else the unfinished marker's."""
     try:
         return json.loads((raw / "truth.json").read_text()).get("generator")
     except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        return (raw / UNFINISHED).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
+        return unfinished_generator(raw)
